@@ -1,0 +1,284 @@
+//! [`SseBody`]: the per-connection state machine that writes the event stream.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::DropGuard;
+
+use crate::decode::{Decoder, Item};
+use crate::error::BoxError;
+use crate::layer::Config;
+use crate::lifecycle::Tracker;
+use crate::{Event, Framing, StreamError};
+
+/// Events already ready are coalesced into one body frame up to this size: the cost per frame,
+/// not the encoding, bounds throughput. Coalescing never waits for more events.
+const FLUSH_AT: usize = 64 * 1024;
+
+pin_project! {
+    /// The response body of [`SseService`](crate::SseService): either the inner body untouched,
+    /// or the inner body's messages written as an event stream.
+    ///
+    /// As an event stream it never fails: an inner error becomes a final `error` event and a
+    /// clean end. It always ends after a complete event.
+    pub struct SseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+        // Resolves the request's `Disconnect` handle when the body is dropped.
+        done: Option<DropGuard>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Untouched {
+            #[pin]
+            body: B,
+        },
+        Events {
+            #[pin]
+            body: B,
+            #[pin]
+            heartbeat: Option<Sleep>,
+            stream: Stream,
+        },
+    }
+}
+
+/// The event stream's state, apart from the pinned inner body and timer.
+struct Stream {
+    config: Arc<Config>,
+    decoder: Decoder,
+    /// Encoded bytes not yet handed to the connection.
+    buf: BytesMut,
+    phase: Phase,
+    /// When the last bytes were handed on; heartbeats are due an interval after it.
+    last_write: Instant,
+    tracker: Tracker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading the inner body.
+    Streaming,
+    /// The inner body ended or failed: send what is buffered, then end.
+    Ending,
+    /// Ended.
+    Done,
+}
+
+impl<B> SseBody<B> {
+    pub(crate) fn untouched(body: B, done: Option<DropGuard>) -> Self {
+        Self {
+            kind: Kind::Untouched { body },
+            done,
+        }
+    }
+
+    pub(crate) fn events(body: B, framing: Framing, config: Arc<Config>, done: DropGuard) -> Self {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&config.preamble);
+        let stream = Stream {
+            decoder: Decoder::new(framing, config.max_message_size),
+            buf,
+            phase: Phase::Streaming,
+            last_write: Instant::now(),
+            tracker: Tracker::new(config.on_disconnect.clone()),
+            config,
+        };
+        Self {
+            kind: Kind::Events {
+                body,
+                heartbeat: None,
+                stream,
+            },
+            done: Some(done),
+        }
+    }
+
+    /// Whether this body is an event stream (and not the inner body passed through).
+    pub fn is_event_stream(&self) -> bool {
+        matches!(self.kind, Kind::Events { .. })
+    }
+}
+
+impl<B> Body for SseBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Untouched { body } => body.poll_frame(cx).map(|frame| {
+                frame.map(|frame| frame.map(|frame| frame.map_data(|mut data| copy_out(&mut data))))
+            }),
+            KindProj::Events {
+                body,
+                heartbeat,
+                stream,
+            } => stream.poll(body, heartbeat, cx).map(|frame| frame.map(Ok)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Untouched { body } => body.is_end_stream(),
+            Kind::Events { stream, .. } => stream.phase == Phase::Done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Untouched { body } => body.size_hint(),
+            Kind::Events { .. } => SizeHint::default(),
+        }
+    }
+}
+
+impl Stream {
+    fn poll<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        heartbeat: Pin<&mut Option<Sleep>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Frame<Bytes>>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        // Encode every message the inner body has ready, up to the flush bound; never wait.
+        while self.phase == Phase::Streaming && self.buf.len() < FLUSH_AT {
+            let result = match body.as_mut().poll_frame(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(mut data) => self.decode(copy_out(&mut data)),
+                    Err(_trailers) => Ok(()),
+                },
+                Poll::Ready(Some(Err(error))) => Err(StreamError::Body(error.into())),
+                Poll::Ready(None) => {
+                    self.phase = Phase::Ending;
+                    self.finish()
+                }
+            };
+            if let Err(error) = result {
+                self.fail(&error);
+            }
+        }
+
+        if !self.buf.is_empty() {
+            return Poll::Ready(Some(self.flush()));
+        }
+        if self.phase != Phase::Streaming {
+            self.phase = Phase::Done;
+            self.tracker.ended();
+            return Poll::Ready(None);
+        }
+        match self.config.heartbeat {
+            Some(interval) if self.poll_heartbeat(heartbeat, interval, cx) => {
+                self.buf.extend_from_slice(&self.config.heartbeat_bytes);
+                Poll::Ready(Some(self.flush()))
+            }
+            _ => Poll::Pending,
+        }
+    }
+
+    fn decode(&mut self, chunk: Bytes) -> Result<(), StreamError> {
+        let Self {
+            decoder,
+            config,
+            buf,
+            tracker,
+            ..
+        } = self;
+        decoder.decode(chunk, &mut |item| send(item, config, buf, tracker))
+    }
+
+    fn finish(&mut self) -> Result<(), StreamError> {
+        let Self {
+            decoder,
+            config,
+            buf,
+            tracker,
+            ..
+        } = self;
+        decoder.finish(&mut |item| send(item, config, buf, tracker))
+    }
+
+    /// Ends the stream after the events already encoded and a final error event.
+    fn fail(&mut self, error: &StreamError) {
+        self.phase = Phase::Ending;
+        if let Some(mut event) = self.config.error_event(error) {
+            event.encode_into(&mut self.buf);
+            self.tracker.event_sent(event.take_id());
+        }
+    }
+
+    fn flush(&mut self) -> Frame<Bytes> {
+        self.last_write = Instant::now();
+        self.tracker.bytes_sent(self.buf.len());
+        Frame::data(self.buf.split().freeze())
+    }
+
+    /// Whether a heartbeat is due. The timer is only re-armed when it fires early (because
+    /// something was written since it was set), so a busy stream costs no timer work per event.
+    fn poll_heartbeat(
+        &self,
+        mut timer: Pin<&mut Option<Sleep>>,
+        interval: Duration,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        let due = self.last_write + interval;
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep_until(due)));
+        }
+        let Some(mut sleep) = timer.as_pin_mut() else {
+            return false;
+        };
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= due {
+                sleep.reset(now + interval);
+                return true;
+            }
+            sleep.as_mut().reset(due);
+        }
+    }
+}
+
+/// Maps and encodes one decoded item into the output buffer.
+fn send(
+    item: Item,
+    config: &Config,
+    buf: &mut BytesMut,
+    tracker: &mut Tracker,
+) -> Result<(), StreamError> {
+    let mut event: Event = match item {
+        Item::Message(message) => config.map(message).map_err(StreamError::Event)?,
+        Item::Control(event) => event,
+    };
+    event.encode_into(buf);
+    tracker.event_sent(event.take_id());
+    Ok(())
+}
+
+/// Takes a body chunk as `Bytes` (without a copy when it already is `Bytes`).
+fn copy_out(data: &mut impl Buf) -> Bytes {
+    data.copy_to_bytes(data.remaining())
+}

@@ -1,0 +1,154 @@
+//! Cutting the inner body into messages: one decoder per [`Framing`].
+//!
+//! Every decoder takes body chunks as they come (split anywhere) and hands complete items to a
+//! callback; none holds more than `max_message_size` bytes of an unfinished message.
+
+mod event_stream;
+mod frames;
+mod lines;
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use crate::{Event, Message, StreamError};
+
+use event_stream::EventStreamDecoder;
+use lines::LineDecoder;
+
+/// How the inner response body is cut into messages.
+///
+/// By default the layer picks the framing from the inner response's `Content-Type`
+/// ([`Framing::from_content_type`]); [`SseLayer::framing`](crate::SseLayer::framing) overrides it
+/// when an upstream's `Content-Type` cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Framing {
+    /// One body data frame is one message (empty frames are skipped).
+    Frames,
+    /// One line is one message (NDJSON / JSON Lines): lines end with LF or CRLF, may be split
+    /// across frames, and empty lines are skipped. A last line without a line break still counts.
+    Lines,
+    /// The inner body already is a `text/event-stream`: it is parsed by the WHATWG rules and every
+    /// event is encoded again, so heartbeats fall between events and no field can be injected.
+    EventStream,
+}
+
+impl Framing {
+    /// The framing for an inner `Content-Type`: `text/event-stream` → [`Framing::EventStream`];
+    /// `application/x-ndjson`, `application/jsonl`, `application/json-lines` and
+    /// `application/x-jsonlines` → [`Framing::Lines`]; anything else, or none →
+    /// [`Framing::Frames`].
+    ///
+    /// ```
+    /// use http::HeaderValue;
+    /// use tower_sse::Framing;
+    ///
+    /// let ndjson = HeaderValue::from_static("application/x-ndjson; charset=utf-8");
+    /// assert_eq!(Framing::from_content_type(Some(&ndjson)), Framing::Lines);
+    /// assert_eq!(Framing::from_content_type(None), Framing::Frames);
+    /// ```
+    pub fn from_content_type(content_type: Option<&HeaderValue>) -> Self {
+        let Some(value) = content_type.and_then(|value| value.to_str().ok()) else {
+            return Self::Frames;
+        };
+        let essence = value.split(';').next().unwrap_or_default().trim();
+        let is = |name: &str| essence.eq_ignore_ascii_case(name);
+        if is("text/event-stream") {
+            Self::EventStream
+        } else if is("application/x-ndjson")
+            || is("application/jsonl")
+            || is("application/json-lines")
+            || is("application/x-jsonlines")
+        {
+            Self::Lines
+        } else {
+            Self::Frames
+        }
+    }
+}
+
+/// What a decoder hands on.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// A message for the mapper.
+    Message(Message),
+    /// A block of an inner event stream that dispatches no event but changes the client's state
+    /// (an id-only or retry-only block): written as it is, without the mapper.
+    Control(Event),
+}
+
+/// The decoder of one response, picked by its [`Framing`].
+#[derive(Debug)]
+pub(crate) enum Decoder {
+    Frames { max: usize },
+    Lines(LineDecoder),
+    EventStream(Box<EventStreamDecoder>),
+}
+
+impl Decoder {
+    pub(crate) fn new(framing: Framing, max_message_size: usize) -> Self {
+        match framing {
+            Framing::Frames => Self::Frames {
+                max: max_message_size,
+            },
+            Framing::Lines => Self::Lines(LineDecoder::new(max_message_size)),
+            Framing::EventStream => {
+                Self::EventStream(Box::new(EventStreamDecoder::new(max_message_size)))
+            }
+        }
+    }
+
+    /// Decodes one chunk, calling `emit` for every complete item. Stops at the first error.
+    pub(crate) fn decode(
+        &mut self,
+        chunk: Bytes,
+        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+    ) -> Result<(), StreamError> {
+        match self {
+            Self::Frames { max } => frames::decode(chunk, *max, emit),
+            Self::Lines(decoder) => decoder.decode(chunk, emit),
+            Self::EventStream(decoder) => decoder.decode(chunk, emit),
+        }
+    }
+
+    /// The body has ended: hands on what is complete and drops what is not.
+    pub(crate) fn finish(
+        &mut self,
+        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+    ) -> Result<(), StreamError> {
+        match self {
+            Self::Frames { .. } | Self::EventStream(_) => Ok(()),
+            Self::Lines(decoder) => decoder.finish(emit),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Decodes `input` split into chunks at `cuts`, returning the items or the error.
+    pub(crate) fn decode_split(
+        framing: Framing,
+        max: usize,
+        input: &[u8],
+        cuts: &[usize],
+    ) -> Result<Vec<Event>, StreamError> {
+        let mut decoder = Decoder::new(framing, max);
+        let mut out = Vec::new();
+        let mut emit = |item: Item| {
+            out.push(match item {
+                Item::Message(message) => message.into_event(),
+                Item::Control(event) => event,
+            });
+            Ok(())
+        };
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            decoder.decode(Bytes::copy_from_slice(&input[start..cut]), &mut emit)?;
+            start = cut;
+        }
+        decoder.finish(&mut emit)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,140 @@
+//! [`ResponseFuture`]: rewrites the inner response's head and picks the body's framing.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tokio_util::sync::DropGuard;
+
+use crate::layer::Config;
+use crate::{Framing, SseBody};
+
+/// What an event stream request carries to its response.
+pub(crate) struct StreamRequest {
+    pub(crate) config: Arc<Config>,
+    /// Cancels the request's [`Disconnect`](crate::Disconnect) handle when dropped.
+    pub(crate) done: DropGuard,
+    /// Whether the choice depended on `Accept` (so caches must vary on it).
+    pub(crate) vary_accept: bool,
+}
+
+pin_project! {
+    /// The future [`SseService`](crate::SseService) returns.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        stream: Option<StreamRequest>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn untouched(inner: F) -> Self {
+        Self {
+            inner,
+            stream: None,
+        }
+    }
+
+    pub(crate) fn stream(inner: F, stream: StreamRequest) -> Self {
+        Self {
+            inner,
+            stream: Some(stream),
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<SseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        Poll::Ready(Ok(match this.stream.take() {
+            None => response.map(|body| SseBody::untouched(body, None)),
+            Some(stream) => into_event_stream(response, stream),
+        }))
+    }
+}
+
+fn into_event_stream<B>(response: Response<B>, stream: StreamRequest) -> Response<SseBody<B>> {
+    let (mut head, body) = response.into_parts();
+    if !is_convertible(head.status, &head.headers) {
+        return Response::from_parts(head, SseBody::untouched(body, Some(stream.done)));
+    }
+    let framing = stream
+        .config
+        .framing
+        .unwrap_or_else(|| Framing::from_content_type(head.headers.get(header::CONTENT_TYPE)));
+    // Clients accept exactly 200 for an event stream.
+    head.status = StatusCode::OK;
+    rewrite_headers(&mut head.headers, stream.vary_accept);
+    let body = SseBody::events(body, framing, stream.config, stream.done);
+    Response::from_parts(head, body)
+}
+
+/// A 2xx with content and no content coding becomes an event stream; anything else (an error a
+/// client must see, a 204 telling it not to reconnect, a compressed body) passes untouched.
+fn is_convertible(status: StatusCode, headers: &HeaderMap) -> bool {
+    let identity = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .all(|coding| {
+            coding
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"identity")
+        });
+    status.is_success()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::RESET_CONTENT
+        && identity
+}
+
+fn rewrite_headers(headers: &mut HeaderMap, vary_accept: bool) {
+    // The body is new: the inner representation's length, ranges and validators no longer hold.
+    // Connection-specific headers are never written (they break HTTP/2 and HTTP/3 streams).
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_RANGE,
+        header::ACCEPT_RANGES,
+        header::ETAG,
+        header::CONTENT_ENCODING,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::UPGRADE,
+        header::TE,
+        header::TRAILER,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if vary_accept && !varies_on_accept(headers) {
+        headers.append(header::VARY, HeaderValue::from_static("accept"));
+    }
+}
+
+fn varies_on_accept(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|name| name == "*" || name.eq_ignore_ascii_case("accept"))
+}

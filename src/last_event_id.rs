@@ -1,0 +1,47 @@
+//! [`LastEventId`]: the id a reconnecting client last saw.
+
+use http::HeaderMap;
+
+/// A request extension holding the `Last-Event-ID` header a reconnecting client sent, so the
+/// inner service can resume after that event.
+///
+/// Inserted only for event stream requests that carry a non-empty header holding valid UTF-8.
+///
+/// ```
+/// use axum::Extension;
+/// use tower_sse::LastEventId;
+///
+/// async fn feed(last: Option<Extension<LastEventId>>) -> String {
+///     let resume_after: u64 = last.and_then(|Extension(id)| id.as_str().parse().ok()).unwrap_or(0);
+///     format!("resuming after {resume_after}")
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LastEventId(String);
+
+impl LastEventId {
+    /// The header name clients send.
+    pub const HEADER: &'static str = "last-event-id";
+
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let value = headers.get(Self::HEADER)?;
+        let id = std::str::from_utf8(value.as_bytes()).ok()?;
+        (!id.is_empty()).then(|| Self(id.to_owned()))
+    }
+
+    /// The id as the client sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Takes the id.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl AsRef<str> for LastEventId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}

@@ -1,0 +1,252 @@
+//! [`SseLayer`] and the configuration it shares with [`SseService`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tower_layer::Layer;
+
+use crate::lifecycle::OnClose;
+use crate::{Event, EventError, Framing, Message, SseService, StreamError};
+
+/// The default interval between heartbeat comments on an idle stream.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// The default reconnection delay sent to clients in the stream's first bytes.
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(3);
+/// The default limit on one message; past it the stream ends with an `error` event.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+
+pub(crate) type MapMessage = Arc<dyn Fn(Message) -> Result<Event, EventError> + Send + Sync>;
+pub(crate) type MapError = Arc<dyn Fn(&StreamError) -> Option<Event> + Send + Sync>;
+
+/// Everything the layer, the service and each stream's body read; shared behind an `Arc`.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) heartbeat_comment: String,
+    pub(crate) retry: Option<Duration>,
+    pub(crate) always: bool,
+    pub(crate) max_message_size: usize,
+    pub(crate) framing: Option<Framing>,
+    pub(crate) map_message: Option<MapMessage>,
+    pub(crate) map_error: Option<MapError>,
+    pub(crate) on_disconnect: Option<OnClose>,
+    /// The heartbeat comment, encoded once.
+    pub(crate) heartbeat_bytes: Bytes,
+    /// The first bytes of every stream: the retry hint, or the heartbeat comment.
+    pub(crate) preamble: Bytes,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut config = Self {
+            heartbeat: Some(DEFAULT_HEARTBEAT),
+            heartbeat_comment: String::new(),
+            retry: Some(DEFAULT_RETRY),
+            always: false,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            framing: None,
+            map_message: None,
+            map_error: None,
+            on_disconnect: None,
+            heartbeat_bytes: Bytes::new(),
+            preamble: Bytes::new(),
+        };
+        config.encode_fixed_events();
+        config
+    }
+}
+
+impl Config {
+    /// Encodes the events every stream sends the same, through the one encoder.
+    pub(crate) fn encode_fixed_events(&mut self) {
+        let encode = |event: Event| {
+            let mut buf = BytesMut::new();
+            event.encode_into(&mut buf);
+            buf.freeze()
+        };
+        self.heartbeat_bytes = encode(Event::default().comment(self.heartbeat_comment.clone()));
+        self.preamble = match self.retry {
+            Some(retry) => encode(Event::default().retry(retry)),
+            None => self.heartbeat_bytes.clone(),
+        };
+    }
+
+    pub(crate) fn map(&self, message: Message) -> Result<Event, EventError> {
+        match &self.map_message {
+            Some(map) => map(message),
+            None => Ok(message.into_event()),
+        }
+    }
+
+    pub(crate) fn error_event(&self, error: &StreamError) -> Option<Event> {
+        match &self.map_error {
+            Some(map) => map(error),
+            None => Some(error.to_event()),
+        }
+    }
+}
+
+/// The builder methods, the same on [`SseLayer`] and [`SseService`].
+macro_rules! builder_methods {
+    () => {
+        /// Sends a heartbeat comment after each `interval` without output (default 15 s), so
+        /// proxies and clients keep an idle stream open. Every write resets the interval.
+        /// `Duration::ZERO` turns heartbeats off.
+        pub fn heartbeat(mut self, interval: ::std::time::Duration) -> Self {
+            self.config_mut().heartbeat = (!interval.is_zero()).then_some(interval);
+            self
+        }
+
+        /// Sends no heartbeats.
+        pub fn no_heartbeat(mut self) -> Self {
+            self.config_mut().heartbeat = None;
+            self
+        }
+
+        /// The text of the heartbeat comment (default empty: `:` and a blank line).
+        pub fn heartbeat_comment(mut self, text: impl Into<String>) -> Self {
+            let config = self.config_mut();
+            config.heartbeat_comment = text.into();
+            config.encode_fixed_events();
+            self
+        }
+
+        /// The reconnection delay sent as `retry:` in the stream's first bytes (default 3 s).
+        pub fn retry(mut self, delay: ::std::time::Duration) -> Self {
+            let config = self.config_mut();
+            config.retry = Some(delay);
+            config.encode_fixed_events();
+            self
+        }
+
+        /// Sends no retry hint; the stream then opens with a comment.
+        pub fn no_retry(mut self) -> Self {
+            let config = self.config_mut();
+            config.retry = None;
+            config.encode_fixed_events();
+            self
+        }
+
+        /// Converts every 2xx response, not only those to requests whose `Accept` names
+        /// `text/event-stream`.
+        pub fn always(mut self) -> Self {
+            self.config_mut().always = true;
+            self
+        }
+
+        /// The largest message, in bytes, a decoder accepts (default 1 MiB). A longer one ends
+        /// the stream with an `error` event; no decoder ever holds more.
+        pub fn max_message_size(mut self, limit: usize) -> Self {
+            self.config_mut().max_message_size = limit;
+            self
+        }
+
+        /// Cuts the inner body with `framing` whatever its `Content-Type` says.
+        pub fn framing(mut self, framing: $crate::Framing) -> Self {
+            self.config_mut().framing = Some(framing);
+            self
+        }
+
+        /// Maps each message to its event (default: [`Message::into_event`]). An error ends the
+        /// stream with an `error` event, as [`map_error`](Self::map_error) decides.
+        ///
+        /// [`Message::into_event`]: crate::Message::into_event
+        pub fn map_message<F>(mut self, map: F) -> Self
+        where
+            F: Fn($crate::Message) -> Result<$crate::Event, $crate::EventError>
+                + Send
+                + Sync
+                + 'static,
+        {
+            self.config_mut().map_message = Some(::std::sync::Arc::new(map));
+            self
+        }
+
+        /// Chooses the final event sent when the stream fails (default:
+        /// [`StreamError::to_event`]); `None` ends the stream without one.
+        ///
+        /// [`StreamError::to_event`]: crate::StreamError::to_event
+        pub fn map_error<F>(mut self, map: F) -> Self
+        where
+            F: Fn(&$crate::StreamError) -> Option<$crate::Event> + Send + Sync + 'static,
+        {
+            self.config_mut().map_error = Some(::std::sync::Arc::new(map));
+            self
+        }
+
+        /// Called once for every stream whose client went away before the stream ended.
+        pub fn on_disconnect<F>(mut self, callback: F) -> Self
+        where
+            F: Fn(&$crate::CloseInfo) + Send + Sync + 'static,
+        {
+            self.config_mut().on_disconnect = Some(::std::sync::Arc::new(callback));
+            self
+        }
+    };
+}
+pub(crate) use builder_methods;
+
+/// A [`Layer`] that serves the inner service's responses as Server-Sent Events.
+///
+/// See the [crate documentation](crate) for what it does to requests and responses.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tower_sse::SseLayer;
+///
+/// let app: Router = Router::new()
+///     .route("/ticks", get(|| async { "one message" }))
+///     .layer(SseLayer::new().heartbeat(Duration::from_secs(15)).retry(Duration::from_secs(3)));
+/// ```
+#[derive(Clone, Default)]
+pub struct SseLayer {
+    config: Arc<Config>,
+}
+
+impl SseLayer {
+    /// A layer with the defaults: negotiated by `Accept`, heartbeat every 15 s, retry hint 3 s,
+    /// messages up to 1 MiB, framing from the inner `Content-Type`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    builder_methods!();
+}
+
+impl<S> Layer<S> for SseLayer {
+    type Service = SseService<S>;
+
+    fn layer(&self, inner: S) -> SseService<S> {
+        SseService::from_config(inner, self.config.clone())
+    }
+}
+
+impl std::fmt::Debug for SseLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseLayer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("heartbeat", &self.heartbeat)
+            .field("heartbeat_comment", &self.heartbeat_comment)
+            .field("retry", &self.retry)
+            .field("always", &self.always)
+            .field("max_message_size", &self.max_message_size)
+            .field("framing", &self.framing)
+            .field("map_message", &self.map_message.is_some())
+            .field("map_error", &self.map_error.is_some())
+            .field("on_disconnect", &self.on_disconnect.is_some())
+            .finish()
+    }
+}

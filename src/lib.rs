@@ -1,0 +1,87 @@
+//! Server-Sent Events for any [Tower](https://docs.rs/tower) HTTP service.
+//!
+//! [`SseLayer`] turns the response stream of an inner service — an axum handler's
+//! `Body::from_stream`, an NDJSON stream, an upstream's own event stream — into a compliant
+//! `text/event-stream` response: the right headers, a retry hint as the first bytes, heartbeat
+//! comments while idle, one event per message, and a signal when the client leaves.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{body::Body, routing::get, Router};
+//! use futures_util::stream;
+//! use tower_sse::SseLayer;
+//!
+//! async fn ticks() -> Body {
+//!     // Each body frame becomes one event.
+//!     let frames = ["one", "two", "three"].map(|text| Ok::<_, std::io::Error>(text));
+//!     Body::from_stream(stream::iter(frames))
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/ticks", get(ticks))
+//!     .layer(SseLayer::new().heartbeat(Duration::from_secs(15)).retry(Duration::from_secs(3)));
+//! // A browser's `new EventSource("/ticks")` now receives:
+//! //   retry: 3000
+//! //
+//! //   data: one
+//! //
+//! //   data: two
+//! //   ...
+//! ```
+//!
+//! # What the layer does
+//!
+//! - **Negotiation.** Only requests whose `Accept` names `text/event-stream` (as `EventSource`
+//!   sends) are converted, so the layer can wrap a whole router; [`SseLayer::always`] converts
+//!   every request. Converted requests get the [`Disconnect`] and [`LastEventId`] extensions.
+//! - **Pass-through.** A response that is not a 2xx, a 204 or 205, or one with a
+//!   `Content-Encoding` other than `identity`, is returned untouched. Put tower-http's
+//!   `CompressionLayer` *outside* this layer: its default predicate does not compress
+//!   `text/event-stream`, and a compressed inner body would not be converted.
+//! - **Headers.** `Content-Type: text/event-stream`, `Cache-Control: no-cache, no-transform`,
+//!   `X-Accel-Buffering: no` and `Vary: Accept` (when negotiated) are set; the status becomes
+//!   200; `Content-Length`, validators and every connection-specific header are removed.
+//! - **Framing.** The inner `Content-Type` picks how the body is cut into messages
+//!   ([`Framing`]): NDJSON lines, an inner event stream (parsed and encoded again), or one
+//!   message per body frame. Each [`Message`] is mapped to an [`Event`] by
+//!   [`SseLayer::map_message`].
+//! - **Lifecycle.** The stream opens with a retry hint (or a comment), sends a heartbeat comment
+//!   after each idle interval, coalesces events that are already ready into one write, ends
+//!   after a complete event, turns an inner error into a final `error` event, and reports a
+//!   client that left through [`Disconnect`] and [`SseLayer::on_disconnect`].
+//!
+//! A tokio runtime with the time driver must drive the response bodies (heartbeats use
+//! `tokio::time`).
+//!
+//! # Invalid UTF-8
+//!
+//! The wire format is UTF-8 only. Invalid sequences in a message become U+FFFD (the replacement
+//! character), exactly what a client's decoder would turn them into.
+
+#![deny(unsafe_code, unreachable_pub)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod body;
+mod decode;
+mod error;
+mod event;
+mod future;
+mod last_event_id;
+mod layer;
+mod lifecycle;
+mod message;
+mod service;
+
+pub use body::SseBody;
+pub use decode::Framing;
+pub use error::{BoxError, StreamError};
+pub use event::{Event, EventError};
+pub use future::ResponseFuture;
+pub use last_event_id::LastEventId;
+pub use layer::{SseLayer, DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RETRY};
+pub use lifecycle::{CloseInfo, CloseReason, Disconnect};
+pub use message::Message;
+pub use service::SseService;

@@ -1,0 +1,146 @@
+//! [`SseService`]: decides per request whether the response becomes an event stream.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{header, HeaderMap, Request};
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+use crate::future::{ResponseFuture, StreamRequest};
+use crate::layer::{builder_methods, Config};
+use crate::{Disconnect, LastEventId};
+
+/// The service [`SseLayer`](crate::SseLayer) wraps around an inner service.
+///
+/// An event stream request (its `Accept` names `text/event-stream`, or any request with
+/// [`always`](Self::always)) gets the [`Disconnect`] and [`LastEventId`] extensions; its 2xx
+/// response is turned into an event stream. Every other request and response passes untouched.
+#[derive(Clone)]
+pub struct SseService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> SseService<S> {
+    /// Wraps `inner` with the defaults of [`SseLayer::new`](crate::SseLayer::new).
+    pub fn new(inner: S) -> Self {
+        Self::from_config(inner, Arc::default())
+    }
+
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Takes the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    builder_methods!();
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SseService<S>
+where
+    S: Service<Request<ReqBody>, Response = http::Response<ResBody>>,
+{
+    type Response = http::Response<crate::SseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let negotiated = accepts_event_stream(request.headers());
+        if !negotiated && !self.config.always {
+            return ResponseFuture::untouched(self.inner.call(request));
+        }
+        let token = CancellationToken::new();
+        request
+            .extensions_mut()
+            .insert(Disconnect::new(token.clone()));
+        if let Some(id) = LastEventId::from_headers(request.headers()) {
+            request.extensions_mut().insert(id);
+        }
+        let stream = StreamRequest {
+            config: self.config.clone(),
+            done: token.drop_guard(),
+            vary_accept: !self.config.always,
+        };
+        ResponseFuture::stream(self.inner.call(request), stream)
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for SseService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseService")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Whether an `Accept` media range names `text/event-stream` with a non-zero quality. Wildcards
+/// (`*/*`, `text/*`) do not count: a browser's page navigation sends them, and must not get an
+/// event stream.
+pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let essence = parts.next().unwrap_or_default().trim();
+            essence.eq_ignore_ascii_case("text/event-stream")
+                && parts.all(|param| {
+                    let (name, value) = param.split_once('=').unwrap_or((param, ""));
+                    !name.trim().eq_ignore_ascii_case("q")
+                        || value.trim().parse::<f32>().map_or(true, |q| q > 0.0)
+                })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(value: &str) -> bool {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            value.parse().unwrap_or(http::HeaderValue::from_static("")),
+        );
+        accepts_event_stream(&headers)
+    }
+
+    #[test]
+    fn accept_names_event_stream_explicitly() {
+        assert!(accepts("text/event-stream"));
+        assert!(accepts("TEXT/Event-Stream ; q=0.5"));
+        assert!(accepts("application/json, text/event-stream;q=1"));
+        assert!(!accepts("text/event-stream;q=0"));
+        assert!(!accepts("text/event-stream; q=0.0"));
+        assert!(!accepts("*/*"));
+        assert!(!accepts("text/*"));
+        assert!(!accepts("text/html,application/xhtml+xml,*/*;q=0.8"));
+        assert!(!accepts("text/event-streams"));
+        assert!(!accepts(""));
+    }
+}
