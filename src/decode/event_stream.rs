@@ -52,6 +52,9 @@ impl EventStreamDecoder {
         emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
     ) -> Result<(), StreamError> {
         let mut rest: &[u8] = &chunk;
+        if rest.is_empty() {
+            return Ok(()); // keeps `skip_lf` for the next byte
+        }
         if std::mem::take(&mut self.skip_lf) && rest.first() == Some(&b'\n') {
             rest = &rest[1..];
         }
@@ -80,6 +83,23 @@ impl EventStreamDecoder {
         self.check(self.line.len() + rest.len())?;
         self.line.extend_from_slice(rest);
         Ok(())
+    }
+
+    /// The body ended: an unfinished event is dropped, as clients drop it, but a `retry` already
+    /// read took effect for clients the moment its line ended, so it is passed on.
+    pub(super) fn finish(
+        &mut self,
+        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+    ) -> Result<(), StreamError> {
+        match self.retry.take() {
+            Some(retry) => emit(Item::Control(Event::from_parsed(
+                None,
+                None,
+                None,
+                Some(retry),
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Processes one complete line.

@@ -117,8 +117,9 @@ impl Decoder {
         emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
     ) -> Result<(), StreamError> {
         match self {
-            Self::Frames { .. } | Self::EventStream(_) => Ok(()),
+            Self::Frames { .. } => Ok(()),
             Self::Lines(decoder) => decoder.finish(emit),
+            Self::EventStream(decoder) => decoder.finish(emit),
         }
     }
 }

@@ -1,0 +1,159 @@
+//! Shared test helpers: the reference parser, inner bodies, and real servers on 127.0.0.1.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod whatwg;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt};
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Incoming;
+use tokio::net::{TcpListener, TcpStream};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// An inner body yielding `chunks` as data frames, then ending.
+pub fn chunks<I, C>(chunks: I) -> TestBody
+where
+    I: IntoIterator<Item = C>,
+    C: Into<Bytes>,
+{
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+        .into_iter()
+        .map(|chunk| Ok(Frame::data(chunk.into())))
+        .collect();
+    from_stream(stream::iter(frames))
+}
+
+/// An inner body from a stream of frames.
+pub fn from_stream<S>(frames: S) -> TestBody
+where
+    S: Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static,
+{
+    BodyExt::boxed_unsync(StreamBody::new(frames))
+}
+
+/// An inner body fed through a channel; it ends when the sender is dropped.
+pub fn channel() -> (tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>, TestBody) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(1024);
+    let frames = stream::poll_fn(move |cx| rx.poll_recv(cx)).map(|item| item.map(Frame::data));
+    (tx, from_stream(frames))
+}
+
+/// Reads a whole body.
+pub async fn collect<B>(body: B) -> Vec<u8>
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    match body.collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(error) => panic!("body failed: {error:?}"),
+    }
+}
+
+/// Serves a tower service over HTTP/1.1 and HTTP/2 on a fresh 127.0.0.1 port.
+pub async fn serve<S, B>(service: S) -> SocketAddr
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let _ = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Serves an axum router on a fresh 127.0.0.1 port.
+pub async fn serve_axum(router: axum::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
+}
+
+/// Sends one GET over a new HTTP/1.1 connection with the given headers.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let mut request = Request::get(path).header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).expect("request");
+    sender.send_request(request).await.expect("response")
+}
+
+/// Sends one GET as an `EventSource` would.
+pub async fn get_sse(addr: SocketAddr, path: &str) -> Response<Incoming> {
+    get(
+        addr,
+        path,
+        &[
+            ("accept", "text/event-stream"),
+            ("cache-control", "no-cache"),
+        ],
+    )
+    .await
+}
+
+/// Reads body frames until `done` says the bytes so far are enough, or `limit` passes.
+pub async fn read_until<B>(body: &mut B, limit: Duration, done: impl Fn(&[u8]) -> bool) -> Vec<u8>
+where
+    B: http_body::Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(&seen) {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(mut data) = frame.into_data() {
+                    use bytes::Buf;
+                    seen.extend_from_slice(&data.copy_to_bytes(data.remaining()));
+                }
+            }
+            Ok(Some(Err(error))) => panic!("body failed: {error:?}"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    seen
+}
+
+/// The text of bytes that must be UTF-8.
+pub fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("the stream is UTF-8")
+}
