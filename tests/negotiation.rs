@@ -1,0 +1,274 @@
+//! Which requests become event streams, which responses pass untouched, and the headers written.
+
+mod support;
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use support::{chunks, collect, text, TestBody};
+use tower::{service_fn, Layer, ServiceExt};
+use tower_sse::{Disconnect, LastEventId, SseLayer};
+
+/// An inner service answering `status` with `headers` and the body "hello", and reporting what
+/// extensions it saw in the `x-seen` header.
+async fn call(
+    layer: SseLayer,
+    request: Request<()>,
+    status: StatusCode,
+    headers: &[(&'static str, &'static str)],
+) -> (http::response::Parts, Bytes) {
+    let headers: Vec<_> = headers.to_vec();
+    let inner = service_fn(move |request: Request<()>| {
+        let mut response = Response::builder().status(status);
+        for (name, value) in &headers {
+            response = response.header(*name, *value);
+        }
+        let seen = format!(
+            "disconnect={} last-event-id={:?}",
+            request.extensions().get::<Disconnect>().is_some(),
+            request
+                .extensions()
+                .get::<LastEventId>()
+                .map(LastEventId::as_str),
+        );
+        let response = response
+            .header("x-seen", seen)
+            .body(chunks(["hello"]))
+            .expect("response");
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let response = layer
+        .layer(inner)
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let (parts, body) = response.into_parts();
+    (parts, Bytes::from(collect(body).await))
+}
+
+fn sse_request() -> Request<()> {
+    Request::get("/")
+        .header("accept", "text/event-stream")
+        .body(())
+        .expect("request")
+}
+
+fn plain_request() -> Request<()> {
+    Request::get("/")
+        .header("accept", "text/html,*/*;q=0.8")
+        .body(())
+        .expect("request")
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .collect()
+}
+
+#[tokio::test]
+async fn negotiated_request_gets_an_event_stream_with_the_right_headers() {
+    let (parts, body) = call(
+        SseLayer::new(),
+        sse_request(),
+        StatusCode::OK,
+        &[
+            ("content-type", "text/plain"),
+            ("content-length", "5"),
+            ("etag", "\"abc\""),
+            ("cache-control", "public, max-age=60"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("vary", "Origin"),
+            ("x-custom", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::OK);
+    let h = &parts.headers;
+    assert_eq!(header(h, "content-type"), ["text/event-stream"]);
+    assert_eq!(header(h, "cache-control"), ["no-cache, no-transform"]);
+    assert_eq!(header(h, "x-accel-buffering"), ["no"]);
+    assert_eq!(header(h, "vary"), ["Origin", "accept"]);
+    assert_eq!(header(h, "x-custom"), ["kept"]);
+    for gone in [
+        "content-length",
+        "etag",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone} must be removed");
+    }
+    assert_eq!(header(h, "x-seen"), ["disconnect=true last-event-id=None"]);
+    assert_eq!(text(&body), "retry: 3000\n\ndata: hello\n\n");
+}
+
+#[tokio::test]
+async fn other_requests_pass_untouched() {
+    let (parts, body) = call(
+        SseLayer::new(),
+        plain_request(),
+        StatusCode::OK,
+        &[("content-type", "text/plain"), ("content-length", "5")],
+    )
+    .await;
+    assert_eq!(header(&parts.headers, "content-type"), ["text/plain"]);
+    assert_eq!(header(&parts.headers, "content-length"), ["5"]);
+    assert!(parts.headers.get("vary").is_none());
+    assert_eq!(
+        header(&parts.headers, "x-seen"),
+        ["disconnect=false last-event-id=None"]
+    );
+    assert_eq!(&body[..], b"hello");
+}
+
+#[tokio::test]
+async fn always_converts_without_accept_and_without_vary() {
+    let (parts, body) = call(
+        SseLayer::new().always(),
+        plain_request(),
+        StatusCode::OK,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        header(&parts.headers, "content-type"),
+        ["text/event-stream"]
+    );
+    assert!(parts.headers.get("vary").is_none());
+    assert_eq!(text(&body), "retry: 3000\n\ndata: hello\n\n");
+}
+
+#[tokio::test]
+async fn vary_is_not_repeated() {
+    let (parts, _) = call(
+        SseLayer::new(),
+        sse_request(),
+        StatusCode::OK,
+        &[("vary", "accept-encoding, Accept")],
+    )
+    .await;
+    assert_eq!(header(&parts.headers, "vary"), ["accept-encoding, Accept"]);
+}
+
+#[tokio::test]
+async fn errors_no_content_and_compressed_bodies_pass_untouched() {
+    let cases: [(StatusCode, &[(&str, &str)]); 5] = [
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &[("content-type", "text/plain")],
+        ),
+        (StatusCode::NOT_FOUND, &[]),
+        (StatusCode::NO_CONTENT, &[]),
+        (StatusCode::FOUND, &[("location", "/elsewhere")]),
+        (
+            StatusCode::OK,
+            &[
+                ("content-encoding", "gzip"),
+                ("content-type", "text/event-stream"),
+            ],
+        ),
+    ];
+    for (status, headers) in cases {
+        let (parts, body) = call(SseLayer::new(), sse_request(), status, headers).await;
+        assert_eq!(parts.status, status);
+        for (name, value) in headers {
+            assert_eq!(header(&parts.headers, name), [*value]);
+        }
+        assert!(parts.headers.get("cache-control").is_none());
+        assert_eq!(&body[..], b"hello", "{status}");
+    }
+}
+
+#[tokio::test]
+async fn identity_coding_and_other_2xx_are_converted_to_200() {
+    let (parts, body) = call(
+        SseLayer::new().no_retry(),
+        sse_request(),
+        StatusCode::CREATED,
+        &[("content-encoding", "identity")],
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert!(parts.headers.get("content-encoding").is_none());
+    assert_eq!(text(&body), ":\n\ndata: hello\n\n");
+}
+
+#[tokio::test]
+async fn last_event_id_reaches_the_inner_service() {
+    let request = Request::get("/")
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "caf\u{e9}-42".as_bytes())
+        .body(())
+        .expect("request");
+    let (parts, _) = call(SseLayer::new(), request, StatusCode::OK, &[]).await;
+    assert_eq!(
+        parts.headers.get("x-seen").map(|v| v.as_bytes()),
+        Some("disconnect=true last-event-id=Some(\"caf\u{e9}-42\")".as_bytes())
+    );
+    // Invalid UTF-8 or an empty header is not an id.
+    for bad in [&b"\xFFbad"[..], b""] {
+        let request = Request::get("/")
+            .header("accept", "text/event-stream")
+            .header(
+                "last-event-id",
+                http::HeaderValue::from_bytes(bad).expect("value"),
+            )
+            .body(())
+            .expect("request");
+        let (parts, _) = call(SseLayer::new(), request, StatusCode::OK, &[]).await;
+        assert_eq!(
+            header(&parts.headers, "x-seen"),
+            ["disconnect=true last-event-id=None"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn builder_methods_work_on_the_service_too() {
+    let inner = service_fn(|_request: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(chunks(["x"])))
+    });
+    let service = tower_sse::SseService::new(inner)
+        .always()
+        .retry(std::time::Duration::from_millis(250));
+    let response = service.oneshot(Request::new(())).await.expect("infallible");
+    assert!(response.body().is_event_stream());
+    assert_eq!(
+        text(&collect(response.into_body()).await),
+        "retry: 250\n\ndata: x\n\n"
+    );
+}
+
+#[tokio::test]
+async fn disconnect_resolves_when_the_body_is_dropped() {
+    let (tx, body) = support::channel();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<Disconnect>();
+    let mut parts = Some((body, seen_tx));
+    let inner = service_fn(move |request: Request<()>| {
+        let (body, seen_tx) = parts.take().expect("one call");
+        let disconnect = request
+            .extensions()
+            .get::<Disconnect>()
+            .cloned()
+            .expect("extension");
+        let _ = seen_tx.send(disconnect);
+        async move { Ok::<_, Infallible>(Response::<TestBody>::new(body)) }
+    });
+    let response = SseLayer::new()
+        .layer(inner)
+        .oneshot(sse_request())
+        .await
+        .expect("infallible");
+    let disconnect = seen_rx.await.expect("handle");
+    assert!(!disconnect.is_disconnected());
+    drop(response);
+    tokio::time::timeout(std::time::Duration::from_secs(1), disconnect.disconnected())
+        .await
+        .expect("resolved on drop");
+    assert!(tx.is_closed(), "the inner body was dropped");
+}
