@@ -183,9 +183,7 @@ async fn framing_override_beats_the_content_type() {
 async fn oversized_message_ends_the_stream_with_an_error_event() {
     let error = "event: error\ndata: message too large\n\n";
     // A line that never ends: the decoder stops at the limit instead of buffering it.
-    let endless: Vec<Bytes> = std::iter::repeat(Bytes::from(vec![b'x'; 1024]))
-        .take(64)
-        .collect();
+    let endless: Vec<Bytes> = std::iter::repeat_n(Bytes::from(vec![b'x'; 1024]), 64).collect();
     let out = run(
         bare().max_message_size(4096),
         "application/x-ndjson",
