@@ -22,6 +22,10 @@ use crate::{Event, Framing, StreamError};
 /// not the encoding, bounds throughput. Coalescing never waits for more events.
 const FLUSH_AT: usize = 64 * 1024;
 
+/// At most this many inner frames are read in one poll, so an inner body that is always ready
+/// but yields nothing to send (comments, empty frames) cannot hold the thread.
+const FRAMES_PER_POLL: usize = 1024;
+
 pin_project! {
     /// The response body of [`SseService`](crate::SseService): either the inner body untouched,
     /// or the inner body's messages written as an event stream.
@@ -110,6 +114,18 @@ impl<B> SseBody<B> {
     }
 }
 
+impl<B> std::fmt::Debug for SseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Untouched { .. } => "untouched",
+            Kind::Events { .. } => "event stream",
+        };
+        f.debug_struct("SseBody")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<B> Body for SseBody<B>
 where
     B: Body,
@@ -160,8 +176,16 @@ impl Stream {
         B: Body,
         B::Error: Into<BoxError>,
     {
+        self.tracker.polled();
         // Encode every message the inner body has ready, up to the flush bound; never wait.
+        let mut budget = FRAMES_PER_POLL;
         while self.phase == Phase::Streaming && self.buf.len() < FLUSH_AT {
+            if budget == 0 {
+                // Frames may still be ready: come back at once, after other tasks had a turn.
+                cx.waker().wake_by_ref();
+                break;
+            }
+            budget -= 1;
             let result = match body.as_mut().poll_frame(cx) {
                 Poll::Pending => break,
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
@@ -241,7 +265,10 @@ impl Stream {
         interval: Duration,
         cx: &mut Context<'_>,
     ) -> bool {
-        let due = self.last_write + interval;
+        // An interval too long to add to a clock reading never comes due.
+        let Some(due) = self.last_write.checked_add(interval) else {
+            return false;
+        };
         if timer.is_none() {
             timer.set(Some(tokio::time::sleep_until(due)));
         }
@@ -254,7 +281,7 @@ impl Stream {
             }
             let now = Instant::now();
             if now >= due {
-                sleep.reset(now + interval);
+                sleep.reset(now.checked_add(interval).unwrap_or(due));
                 return true;
             }
             sleep.as_mut().reset(due);

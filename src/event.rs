@@ -166,6 +166,16 @@ impl Event {
         self.data.as_deref().map(as_str)
     }
 
+    /// The `retry` field, if set.
+    pub fn get_retry(&self) -> Option<Duration> {
+        self.retry
+    }
+
+    /// The comment, if set.
+    pub fn get_comment(&self) -> Option<&str> {
+        self.comment.as_deref().map(as_str)
+    }
+
     /// Encodes the event in the `text/event-stream` wire format, ending with a blank line.
     pub fn encode(&self) -> String {
         let mut buf = BytesMut::new();

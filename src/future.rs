@@ -22,11 +22,20 @@ pub(crate) struct StreamRequest {
 }
 
 pin_project! {
-    /// The future [`SseService`](crate::SseService) returns.
+    /// The future [`SseService`](crate::SseService) returns: the inner response, its head
+    /// rewritten and its body wrapped in an [`SseBody`].
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
         stream: Option<StreamRequest>,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("event_stream", &self.stream.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,10 +65,19 @@ where
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
         Poll::Ready(Ok(match this.stream.take() {
-            None => response.map(|body| SseBody::untouched(body, None)),
+            None => untouched(response),
             Some(stream) => into_event_stream(response, stream),
         }))
     }
+}
+
+/// The response to a request that did not ask for an event stream. It is returned as it is, but
+/// had the request asked, it would have been converted: caches must keep the two apart.
+fn untouched<B>(mut response: Response<B>) -> Response<SseBody<B>> {
+    if is_convertible(response.status(), response.headers()) {
+        add_vary_accept(response.headers_mut());
+    }
+    response.map(|body| SseBody::untouched(body, None))
 }
 
 fn into_event_stream<B>(response: Response<B>, stream: StreamRequest) -> Response<SseBody<B>> {
@@ -79,21 +97,27 @@ fn into_event_stream<B>(response: Response<B>, stream: StreamRequest) -> Respons
 }
 
 /// A 2xx with content and no content coding becomes an event stream; anything else (an error a
-/// client must see, a 204 telling it not to reconnect, a compressed body) passes untouched.
+/// client must see, a 204 telling it not to reconnect, a partial or compressed body) passes
+/// untouched. So does gRPC, whose framing this layer does not decode.
 fn is_convertible(status: StatusCode, headers: &HeaderMap) -> bool {
     let identity = headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
         .all(|coding| {
-            coding
-                .as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"identity")
+            let coding = coding.as_bytes().trim_ascii();
+            coding.eq_ignore_ascii_case(b"identity")
         });
+    let grpc = headers.get(header::CONTENT_TYPE).is_some_and(|value| {
+        let value = value.as_bytes();
+        value.len() >= 16 && value[..16].eq_ignore_ascii_case(b"application/grpc")
+    });
     status.is_success()
-        && status != StatusCode::NO_CONTENT
-        && status != StatusCode::RESET_CONTENT
+        && !matches!(
+            status,
+            StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::PARTIAL_CONTENT
+        )
         && identity
+        && !grpc
 }
 
 fn rewrite_headers(headers: &mut HeaderMap, vary_accept: bool) {
@@ -104,6 +128,7 @@ fn rewrite_headers(headers: &mut HeaderMap, vary_accept: bool) {
         header::CONTENT_RANGE,
         header::ACCEPT_RANGES,
         header::ETAG,
+        header::LAST_MODIFIED,
         header::CONTENT_ENCODING,
         header::TRANSFER_ENCODING,
         header::CONNECTION,
@@ -113,8 +138,16 @@ fn rewrite_headers(headers: &mut HeaderMap, vary_accept: bool) {
     ] {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "content-md5",
+        "digest",
+        "content-digest",
+        "repr-digest",
+    ] {
+        headers.remove(name);
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -124,7 +157,13 @@ fn rewrite_headers(headers: &mut HeaderMap, vary_accept: bool) {
         HeaderValue::from_static("no-cache, no-transform"),
     );
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    if vary_accept && !varies_on_accept(headers) {
+    if vary_accept {
+        add_vary_accept(headers);
+    }
+}
+
+fn add_vary_accept(headers: &mut HeaderMap) {
+    if !varies_on_accept(headers) {
         headers.append(header::VARY, HeaderValue::from_static("accept"));
     }
 }

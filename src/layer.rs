@@ -136,7 +136,8 @@ macro_rules! builder_methods {
         }
 
         /// The largest message, in bytes, a decoder accepts (default 1 MiB). A longer one ends
-        /// the stream with an `error` event; no decoder ever holds more.
+        /// the stream with an `error` event. No decoder holds more than this of an unfinished
+        /// message (plus a few bytes of field name); comment lines are dropped as they come.
         pub fn max_message_size(mut self, limit: usize) -> Self {
             self.config_mut().max_message_size = limit;
             self
@@ -150,6 +151,9 @@ macro_rules! builder_methods {
 
         /// Maps each message to its event (default: [`Message::into_event`]). An error ends the
         /// stream with an `error` event, as [`map_error`](Self::map_error) decides.
+        ///
+        /// For an inner event stream, a mapper should keep the message's `id` and `retry`
+        /// (start from `message.clone().into_event()`): what it leaves out, clients never see.
         ///
         /// [`Message::into_event`]: crate::Message::into_event
         pub fn map_message<F>(mut self, map: F) -> Self

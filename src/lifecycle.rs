@@ -80,7 +80,8 @@ pub struct CloseInfo {
     pub reason: CloseReason,
     /// How long the stream was open.
     pub duration: Duration,
-    /// Events handed to the connection (heartbeats and the retry hint not counted).
+    /// Events handed to the connection, a final `error` event and id-only blocks of an inner
+    /// event stream included (heartbeats and the retry hint not counted).
     pub events: u64,
     /// Bytes handed to the connection, all included.
     pub bytes: u64,
@@ -97,6 +98,8 @@ pub(crate) struct Tracker {
     events: u64,
     bytes: u64,
     last_event_id: Option<Bytes>,
+    /// The connection started reading the body (a HEAD response's body never is).
+    polled: bool,
     ended: bool,
     on_disconnect: Option<OnClose>,
 }
@@ -108,6 +111,7 @@ impl Tracker {
             events: 0,
             bytes: 0,
             last_event_id: None,
+            polled: false,
             ended: false,
             on_disconnect,
         }
@@ -118,6 +122,10 @@ impl Tracker {
         if id.is_some() {
             self.last_event_id = id;
         }
+    }
+
+    pub(crate) fn polled(&mut self) {
+        self.polled = true;
     }
 
     pub(crate) fn bytes_sent(&mut self, len: usize) {
@@ -132,7 +140,7 @@ impl Tracker {
 
 impl Drop for Tracker {
     fn drop(&mut self) {
-        if self.ended {
+        if self.ended || !self.polled {
             return;
         }
         if let Some(on_disconnect) = &self.on_disconnect {

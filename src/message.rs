@@ -79,8 +79,8 @@ impl Message {
         self.event.as_deref().map(as_str)
     }
 
-    /// The last event id in force when an inner event stream dispatched this event (none for
-    /// other framings, and until the inner stream sets one).
+    /// The `id` set in this event's block of an inner event stream (none for other framings, and
+    /// none when the block set no id: clients keep the last id they saw, so nothing is lost).
     pub fn id(&self) -> Option<&str> {
         self.id.as_deref().map(as_str)
     }

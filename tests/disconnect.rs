@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,5 +141,29 @@ async fn a_stream_that_ends_is_not_a_disconnect() {
         "retry: 3000\n\ndata: only message\n\n"
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*count.lock().expect("lock"), 0);
+}
+
+#[tokio::test]
+async fn a_head_request_is_not_a_disconnect() {
+    let count = Arc::new(Mutex::new(0u32));
+    let seen = count.clone();
+    let app = Router::new()
+        .route(
+            "/events",
+            get(|| async {
+                Body::from_stream(futures_util::stream::pending::<Result<String, Infallible>>())
+            }),
+        )
+        .layer(SseLayer::new().on_disconnect(move |_| *seen.lock().expect("lock") += 1));
+    let addr = support::serve_axum(app).await;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let request =
+        format!("HEAD /events HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut head = vec![0u8; 1024];
+    let n = tcp.read(&mut head).await.expect("read");
+    assert!(String::from_utf8_lossy(&head[..n]).contains("content-type: text/event-stream"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(*count.lock().expect("lock"), 0);
 }

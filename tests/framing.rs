@@ -56,6 +56,17 @@ fn split_at(input: &[u8], cuts: &[usize]) -> Vec<Bytes> {
     parts
 }
 
+/// Splits `input` into three chunks at every pair of byte offsets and checks the output is always
+/// `whole`.
+async fn assert_same_at_every_split(content_type: &str, input: &[u8], whole: &str) {
+    for a in 0..=input.len() {
+        for b in a..=input.len() {
+            let out = run(bare(), content_type, split_at(input, &[a, b])).await;
+            assert_eq!(out, whole, "cut at {a} and {b}");
+        }
+    }
+}
+
 /// What a client would see of a stream: its events, last event id and retry (not comments).
 fn seen(stream: &[u8]) -> support::whatwg::Parsed {
     support::whatwg::Parsed {
@@ -123,12 +134,7 @@ async fn ndjson_split_at_every_byte_offset_gives_the_same_events() {
         whole,
         "data: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: {\"text\":\"caf\u{e9}\"}\n\ndata: {\"n\":4}\n\n"
     );
-    for a in 0..=input.len() {
-        for b in a..=input.len() {
-            let out = run(bare(), "application/x-ndjson", split_at(input, &[a, b])).await;
-            assert_eq!(out, whole, "cut at {a} and {b}");
-        }
-    }
+    assert_same_at_every_split("application/x-ndjson", input, &whole).await;
 }
 
 #[tokio::test]
@@ -150,12 +156,7 @@ async fn inner_event_stream_split_at_every_byte_offset_gives_the_same_events() {
         b"\xEF\xBB\xBFdata: one\r\rid: 7\revent: x\r\ndata: two\r\n\r\ndata:\n\n:c\r\nretry: 5\n\n";
     let whole = run(bare(), "text/event-stream", vec![Bytes::from_static(input)]).await;
     assert_eq!(seen(whole.as_bytes()), seen(input));
-    for a in 0..=input.len() {
-        for b in a..=input.len() {
-            let out = run(bare(), "text/event-stream", split_at(input, &[a, b])).await;
-            assert_eq!(out, whole, "cut at {a} and {b}");
-        }
-    }
+    assert_same_at_every_split("text/event-stream", input, &whole).await;
 }
 
 #[tokio::test]
@@ -213,6 +214,60 @@ async fn oversized_message_ends_the_stream_with_an_error_event() {
     )
     .await;
     assert_eq!(out, format!("data: 1234\n\n{error}"));
+}
+
+#[tokio::test]
+async fn the_limit_counts_the_message_not_its_framing() {
+    let limit = 8;
+    let exact = "data: 1234\ndata: 567\n\n"; // "1234\n567": 8 bytes
+    let over = "data: 1234\ndata: 5678\n\n";
+    for (content_type, fits, too_long) in [
+        ("text/event-stream", exact.to_owned(), over.to_owned()),
+        (
+            "application/x-ndjson",
+            "12345678\r\n".to_owned(),
+            "123456789\n".to_owned(),
+        ),
+        ("text/plain", "12345678".to_owned(), "123456789".to_owned()),
+    ] {
+        for input in [&fits, &too_long] {
+            let whole = run(
+                bare().max_message_size(limit),
+                content_type,
+                vec![input.clone().into()],
+            )
+            .await;
+            let expect_error = input == &too_long;
+            assert_eq!(
+                whole.contains("event: error"),
+                expect_error,
+                "{content_type} {input:?}"
+            );
+            // The same wherever the input is split (frames are messages: nothing to split).
+            let cuts = if content_type == "text/plain" {
+                0
+            } else {
+                input.len() + 1
+            };
+            for cut in 0..cuts {
+                let split = split_at(input.as_bytes(), &[cut]);
+                let out = run(bare().max_message_size(limit), content_type, split).await;
+                assert_eq!(out, whole, "{content_type} {input:?} cut at {cut}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn long_comments_from_upstream_are_dropped_not_buffered() {
+    let mut parts = vec![Bytes::from(":"), Bytes::from(vec![b'p'; 1 << 20])];
+    parts.extend([
+        Bytes::from(vec![b'p'; 1 << 20]),
+        Bytes::from("\r"),
+        Bytes::from("\ndata: x\n\n"),
+    ]);
+    let out = run(bare().max_message_size(16), "text/event-stream", parts).await;
+    assert_eq!(out, "data: x\n\n");
 }
 
 #[tokio::test]

@@ -116,6 +116,29 @@ async fn no_heartbeat_means_silence() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_interval_too_long_for_the_clock_means_never() {
+    let (_tx, mut body) = open(SseLayer::new().heartbeat(Duration::MAX)).await;
+    next(&mut body, SECOND).await;
+    assert_eq!(next(&mut body, Duration::from_secs(3600)).await, None);
+}
+
+/// An inner body that is always ready but never yields anything to send must not hold the
+/// thread: the body yields, other tasks run, and heartbeats still go out.
+#[tokio::test(flavor = "current_thread")]
+async fn an_always_ready_inner_body_cannot_starve_the_runtime() {
+    let empty = futures_util::stream::repeat_with(|| Ok(http_body::Frame::data(Bytes::new())));
+    let mut body = open_with(
+        SseLayer::new().heartbeat(Duration::from_millis(50)),
+        support::from_stream(empty),
+    )
+    .await;
+    next(&mut body, SECOND).await;
+    let ticker = tokio::spawn(tokio::time::sleep(Duration::from_millis(10)));
+    assert_eq!(next(&mut body, 5 * SECOND).await.as_deref(), Some(":\n\n"));
+    assert!(ticker.is_finished(), "another task ran meanwhile");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_lone_event_is_not_held_back() {
     let (tx, mut body) = open(SseLayer::new()).await;
     next(&mut body, SECOND).await;

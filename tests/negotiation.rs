@@ -79,6 +79,8 @@ async fn negotiated_request_gets_an_event_stream_with_the_right_headers() {
             ("content-type", "text/plain"),
             ("content-length", "5"),
             ("etag", "\"abc\""),
+            ("last-modified", "Sun, 22 Nov 2026 00:00:00 GMT"),
+            ("content-digest", "sha-256=:abc=:"),
             ("cache-control", "public, max-age=60"),
             ("connection", "keep-alive"),
             ("keep-alive", "timeout=5"),
@@ -118,12 +120,19 @@ async fn other_requests_pass_untouched() {
     .await;
     assert_eq!(header(&parts.headers, "content-type"), ["text/plain"]);
     assert_eq!(header(&parts.headers, "content-length"), ["5"]);
-    assert!(parts.headers.get("vary").is_none());
+    // Had the request asked for an event stream, this response would have been one.
+    assert_eq!(header(&parts.headers, "vary"), ["accept"]);
     assert_eq!(
         header(&parts.headers, "x-seen"),
         ["disconnect=false last-event-id=None"]
     );
     assert_eq!(&body[..], b"hello");
+}
+
+#[tokio::test]
+async fn responses_that_would_pass_anyway_get_no_vary() {
+    let (parts, _) = call(SseLayer::new(), plain_request(), StatusCode::NOT_FOUND, &[]).await;
+    assert!(parts.headers.get("vary").is_none());
 }
 
 #[tokio::test]
@@ -157,7 +166,15 @@ async fn vary_is_not_repeated() {
 
 #[tokio::test]
 async fn errors_no_content_and_compressed_bodies_pass_untouched() {
-    let cases: [(StatusCode, &[(&str, &str)]); 5] = [
+    let cases: [(StatusCode, &[(&str, &str)]); 7] = [
+        (
+            StatusCode::PARTIAL_CONTENT,
+            &[("content-range", "bytes 0-4/10")],
+        ),
+        (
+            StatusCode::OK,
+            &[("content-type", "application/grpc+proto")],
+        ),
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             &[("content-type", "text/plain")],

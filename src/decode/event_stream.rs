@@ -15,7 +15,12 @@ use crate::{Event, Framing, Message, StreamError};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// The parser's state between chunks. Holds at most `max` bytes of unfinished line plus data.
+/// Room in an unfinished line, on top of the message limit, for what is not part of the message:
+/// the field name, colon and space (`event: ` is the longest kept field), and a leading BOM.
+const FIELD_NAME_ROOM: usize = 16;
+
+/// The parser's state between chunks. Holds at most `max` bytes of unfinished line and data
+/// together; comment lines, however long, are dropped as they come.
 #[derive(Debug)]
 pub(crate) struct EventStreamDecoder {
     /// The unfinished line carried over from the previous chunk.
@@ -24,6 +29,8 @@ pub(crate) struct EventStreamDecoder {
     skip_lf: bool,
     /// No line has been completed yet (a BOM is only dropped there).
     first_line: bool,
+    /// The unfinished line is a comment: its bytes are dropped, not held.
+    in_comment: bool,
     data: BytesMut,
     event: Option<Bytes>,
     /// The id set in the current block, if any (clients keep the last one between events).
@@ -38,6 +45,7 @@ impl EventStreamDecoder {
             line: BytesMut::new(),
             skip_lf: false,
             first_line: true,
+            in_comment: false,
             data: BytesMut::new(),
             event: None,
             id: None,
@@ -60,10 +68,13 @@ impl EventStreamDecoder {
         }
         while let Some(at) = memchr::memchr2(b'\r', b'\n', rest) {
             let ends_with_cr = rest[at] == b'\r';
-            if self.line.is_empty() {
+            if self.in_comment {
+                self.in_comment = false;
+                self.first_line = false;
+            } else if self.line.is_empty() {
                 self.field(&rest[..at], emit)?;
             } else {
-                self.check(self.line.len() + at)?;
+                self.check(self.line.len() + at, FIELD_NAME_ROOM)?;
                 self.line.extend_from_slice(&rest[..at]);
                 let line = std::mem::take(&mut self.line);
                 let result = self.field(&line, emit);
@@ -80,8 +91,12 @@ impl EventStreamDecoder {
                 }
             }
         }
-        self.check(self.line.len() + rest.len())?;
-        self.line.extend_from_slice(rest);
+        if self.in_comment || (self.line.is_empty() && rest.first() == Some(&b':')) {
+            self.in_comment = true;
+        } else {
+            self.check(self.line.len() + rest.len(), FIELD_NAME_ROOM)?;
+            self.line.extend_from_slice(rest);
+        }
         Ok(())
     }
 
@@ -123,13 +138,20 @@ impl EventStreamDecoder {
             None => (line, &[][..]),
         };
         match name {
-            b"event" => self.event = Some(text(value)),
+            b"event" => {
+                self.check(value.len(), 0)?;
+                self.event = Some(text(value));
+            }
             b"data" => {
-                self.check(self.data.len() + value.len() + 1)?;
+                // The LF after the last line is not part of the message.
+                self.check(value.len(), 0)?;
                 self.data.extend_from_slice(value);
                 self.data.extend_from_slice(b"\n");
             }
-            b"id" if memchr::memchr(0, value).is_none() => self.id = Some(text(value)),
+            b"id" if memchr::memchr(0, value).is_none() => {
+                self.check(value.len(), 0)?;
+                self.id = Some(text(value));
+            }
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 let millis = value.iter().fold(0u64, |millis, digit| {
                     millis
@@ -164,8 +186,10 @@ impl EventStreamDecoder {
         emit(Item::Message(message))
     }
 
-    fn check(&self, len: usize) -> Result<(), StreamError> {
-        if len > self.max {
+    /// Checks that `len` more bytes, with the data already gathered, stay within the limit (plus
+    /// `room` for what is not part of the message, such as a field name).
+    fn check(&self, len: usize, room: usize) -> Result<(), StreamError> {
+        if self.data.len().saturating_add(len) > self.max.saturating_add(room) {
             Err(StreamError::TooLarge { limit: self.max })
         } else {
             Ok(())
