@@ -87,7 +87,12 @@ impl<B> SseBody<B> {
         }
     }
 
-    pub(crate) fn events(body: B, framing: Framing, config: Arc<Config>, done: DropGuard) -> Self {
+    pub(crate) fn events(
+        body: B,
+        framing: Framing,
+        config: Arc<Config>,
+        done: Option<DropGuard>,
+    ) -> Self {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&config.preamble);
         let stream = Stream {
@@ -104,7 +109,7 @@ impl<B> SseBody<B> {
                 heartbeat: None,
                 stream,
             },
-            done: Some(done),
+            done,
         }
     }
 

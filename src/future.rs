@@ -15,8 +15,6 @@ use crate::{Framing, SseBody};
 /// What an event stream request carries to its response.
 pub(crate) struct StreamRequest {
     pub(crate) config: Arc<Config>,
-    /// Cancels the request's [`Disconnect`](crate::Disconnect) handle when dropped.
-    pub(crate) done: DropGuard,
     /// Whether the choice depended on `Accept` (so caches must vary on it).
     pub(crate) vary_accept: bool,
 }
@@ -27,6 +25,9 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
+        // Cancels the request's `Disconnect` handle when dropped; moves into the body.
+        done: Option<DropGuard>,
+        // Set when the request asked for an event stream.
         stream: Option<StreamRequest>,
     }
 }
@@ -40,17 +41,11 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn untouched(inner: F) -> Self {
+    pub(crate) fn new(inner: F, done: DropGuard, stream: Option<StreamRequest>) -> Self {
         Self {
             inner,
-            stream: None,
-        }
-    }
-
-    pub(crate) fn stream(inner: F, stream: StreamRequest) -> Self {
-        Self {
-            inner,
-            stream: Some(stream),
+            done: Some(done),
+            stream,
         }
     }
 }
@@ -64,26 +59,31 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
+        let done = this.done.take();
         Poll::Ready(Ok(match this.stream.take() {
-            None => untouched(response),
-            Some(stream) => into_event_stream(response, stream),
+            None => untouched(response, done),
+            Some(stream) => into_event_stream(response, stream, done),
         }))
     }
 }
 
 /// The response to a request that did not ask for an event stream. It is returned as it is, but
 /// had the request asked, it would have been converted: caches must keep the two apart.
-fn untouched<B>(mut response: Response<B>) -> Response<SseBody<B>> {
+fn untouched<B>(mut response: Response<B>, done: Option<DropGuard>) -> Response<SseBody<B>> {
     if is_convertible(response.status(), response.headers()) {
         add_vary_accept(response.headers_mut());
     }
-    response.map(|body| SseBody::untouched(body, None))
+    response.map(|body| SseBody::untouched(body, done))
 }
 
-fn into_event_stream<B>(response: Response<B>, stream: StreamRequest) -> Response<SseBody<B>> {
+fn into_event_stream<B>(
+    response: Response<B>,
+    stream: StreamRequest,
+    done: Option<DropGuard>,
+) -> Response<SseBody<B>> {
     let (mut head, body) = response.into_parts();
     if !is_convertible(head.status, &head.headers) {
-        return Response::from_parts(head, SseBody::untouched(body, Some(stream.done)));
+        return Response::from_parts(head, SseBody::untouched(body, done));
     }
     let framing = stream
         .config
@@ -92,7 +92,7 @@ fn into_event_stream<B>(response: Response<B>, stream: StreamRequest) -> Respons
     // Clients accept exactly 200 for an event stream.
     head.status = StatusCode::OK;
     rewrite_headers(&mut head.headers, stream.vary_accept);
-    let body = SseBody::events(body, framing, stream.config, stream.done);
+    let body = SseBody::events(body, framing, stream.config, done);
     Response::from_parts(head, body)
 }
 

@@ -5,7 +5,7 @@ use http::HeaderMap;
 /// A request extension holding the `Last-Event-ID` header a reconnecting client sent, so the
 /// inner service can resume after that event.
 ///
-/// Inserted only for event stream requests that carry a non-empty header holding valid UTF-8.
+/// Inserted for requests through the layer that carry a non-empty header holding valid UTF-8.
 ///
 /// ```
 /// use axum::Extension;

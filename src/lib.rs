@@ -35,7 +35,8 @@
 //!
 //! - **Negotiation.** Only requests whose `Accept` names `text/event-stream` (as `EventSource`
 //!   sends) are converted, so the layer can wrap a whole router; [`SseLayer::always`] converts
-//!   every request. Converted requests get the [`Disconnect`] and [`LastEventId`] extensions.
+//!   every request. Every request gets the [`Disconnect`] and [`LastEventId`] extensions, so
+//!   handlers can always extract them.
 //! - **Pass-through.** A response that is not a 2xx, a 204, 205 or 206, a gRPC response, or one
 //!   with a `Content-Encoding` other than `identity`, is returned untouched. A 2xx answer to a
 //!   request that did not ask for an event stream only gains `Vary: Accept`. Put tower-http's

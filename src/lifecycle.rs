@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::as_str;
 
-/// A request extension that tells the inner service when its event stream is over, so the
-/// producer can stop its work.
+/// A request extension that tells the inner service when its response is over, so the producer
+/// can stop its work. Every request through the layer carries one.
 ///
-/// It resolves once the response body is dropped: the client left, the stream ended, or the
-/// response was not turned into an event stream. Cloning is cheap.
+/// It resolves once the response body is dropped: the client left, or the stream ended. Cloning
+/// is cheap.
 ///
 /// ```
 /// use axum::{body::Body, Extension};

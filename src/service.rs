@@ -13,9 +13,10 @@ use crate::{Disconnect, LastEventId};
 
 /// The service [`SseLayer`](crate::SseLayer) wraps around an inner service.
 ///
-/// An event stream request (its `Accept` names `text/event-stream`, or any request with
-/// [`always`](Self::always)) gets the [`Disconnect`] and [`LastEventId`] extensions; its 2xx
-/// response is turned into an event stream. Every other request and response passes untouched.
+/// Every request gets the [`Disconnect`] extension (and [`LastEventId`] when it carries the
+/// header), so handlers behind the layer can always extract them. The 2xx response to an event
+/// stream request (its `Accept` names `text/event-stream`, or any request with
+/// [`always`](Self::always)) is turned into an event stream; other responses pass untouched.
 #[derive(Clone)]
 pub struct SseService<S> {
     inner: S,
@@ -67,10 +68,6 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let negotiated = accepts_event_stream(request.headers());
-        if !negotiated && !self.config.always {
-            return ResponseFuture::untouched(self.inner.call(request));
-        }
         let token = CancellationToken::new();
         request
             .extensions_mut()
@@ -78,12 +75,12 @@ where
         if let Some(id) = LastEventId::from_headers(request.headers()) {
             request.extensions_mut().insert(id);
         }
-        let stream = StreamRequest {
+        let always = self.config.always;
+        let stream = (always || accepts_event_stream(request.headers())).then(|| StreamRequest {
             config: self.config.clone(),
-            done: token.drop_guard(),
-            vary_accept: !self.config.always,
-        };
-        ResponseFuture::stream(self.inner.call(request), stream)
+            vary_accept: !always,
+        });
+        ResponseFuture::new(self.inner.call(request), token.drop_guard(), stream)
     }
 }
 
