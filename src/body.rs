@@ -194,13 +194,13 @@ impl Stream {
             let result = match body.as_mut().poll_frame(cx) {
                 Poll::Pending => break,
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(mut data) => self.decode(copy_out(&mut data)),
+                    Ok(mut data) => self.decode(Some(copy_out(&mut data))),
                     Err(_trailers) => Ok(()),
                 },
                 Poll::Ready(Some(Err(error))) => Err(StreamError::Body(error.into())),
                 Poll::Ready(None) => {
                     self.phase = Phase::Ending;
-                    self.finish()
+                    self.decode(None)
                 }
             };
             if let Err(error) = result {
@@ -225,7 +225,9 @@ impl Stream {
         }
     }
 
-    fn decode(&mut self, chunk: Bytes) -> Result<(), StreamError> {
+    /// Decodes one chunk of the inner body, or (with `None`) what is left when it has ended,
+    /// mapping and encoding every item into the output buffer.
+    fn decode(&mut self, chunk: Option<Bytes>) -> Result<(), StreamError> {
         let Self {
             decoder,
             config,
@@ -233,18 +235,11 @@ impl Stream {
             tracker,
             ..
         } = self;
-        decoder.decode(chunk, &mut |item| send(item, config, buf, tracker))
-    }
-
-    fn finish(&mut self) -> Result<(), StreamError> {
-        let Self {
-            decoder,
-            config,
-            buf,
-            tracker,
-            ..
-        } = self;
-        decoder.finish(&mut |item| send(item, config, buf, tracker))
+        let mut emit = |item| send(item, config, buf, tracker);
+        match chunk {
+            Some(chunk) => decoder.decode(chunk, &mut emit),
+            None => decoder.finish(&mut emit),
+        }
     }
 
     /// Ends the stream after the events already encoded and a final error event.
