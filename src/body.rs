@@ -22,6 +22,10 @@ use crate::{Event, Framing, StreamError};
 /// not the encoding, bounds throughput. Coalescing never waits for more events.
 const FLUSH_AT: usize = 64 * 1024;
 
+/// Once a second message is ready to join a frame, the buffer grows to this at once instead of
+/// doubling (and copying) its way up; the slack keeps the last small event from growing it again.
+const FRAME_CAPACITY: usize = FLUSH_AT + 8 * 1024;
+
 /// At most this many inner frames are read in one poll, so an inner body that is always ready
 /// but yields nothing to send (comments, empty frames) cannot hold the thread.
 const FRAMES_PER_POLL: usize = 1024;
@@ -194,7 +198,10 @@ impl Stream {
             let result = match body.as_mut().poll_frame(cx) {
                 Poll::Pending => break,
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(mut data) => self.decode(Some(copy_out(&mut data))),
+                    Ok(mut data) => {
+                        self.reserve_frame();
+                        self.decode(Some(copy_out(&mut data)))
+                    }
                     Err(_trailers) => Ok(()),
                 },
                 Poll::Ready(Some(Err(error))) => Err(StreamError::Body(error.into())),
@@ -218,8 +225,9 @@ impl Stream {
         }
         match self.config.heartbeat {
             Some(interval) if self.poll_heartbeat(heartbeat, interval, cx) => {
-                self.buf.extend_from_slice(&self.config.heartbeat_bytes);
-                Poll::Ready(Some(self.flush()))
+                // Shared, encoded once: a heartbeat allocates nothing.
+                let heartbeat = self.config.heartbeat_bytes.clone();
+                Poll::Ready(Some(self.hand_on(heartbeat)))
             }
             _ => Poll::Pending,
         }
@@ -251,10 +259,25 @@ impl Stream {
         }
     }
 
+    /// Makes room for a whole frame when messages are being coalesced (something is already
+    /// buffered). A lone message on an idle stream gets a buffer of its own size.
+    fn reserve_frame(&mut self) {
+        if !self.buf.is_empty() && self.buf.capacity() < FLUSH_AT {
+            self.buf.reserve(FRAME_CAPACITY - self.buf.len());
+        }
+    }
+
+    /// Hands the buffer on whole: an idle stream keeps no buffer, and the next frame starts a
+    /// new one.
     fn flush(&mut self) -> Frame<Bytes> {
+        let bytes = std::mem::take(&mut self.buf).freeze();
+        self.hand_on(bytes)
+    }
+
+    fn hand_on(&mut self, bytes: Bytes) -> Frame<Bytes> {
         self.last_write = Instant::now();
-        self.tracker.bytes_sent(self.buf.len());
-        Frame::data(self.buf.split().freeze())
+        self.tracker.bytes_sent(bytes.len());
+        Frame::data(bytes)
     }
 
     /// Whether a heartbeat is due. The timer is only re-armed when it fires early (because

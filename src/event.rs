@@ -207,8 +207,36 @@ impl Event {
         self.id.take()
     }
 
-    /// Appends the wire form of the event to `buf`.
-    pub(crate) fn encode_into(&self, buf: &mut BytesMut) {
+    /// Appends the wire form of the event to `buf`: the allocation-free form of
+    /// [`Event::encode`], for code that writes many events into one buffer.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use tower_sse::Event;
+    ///
+    /// let mut buf = BytesMut::new();
+    /// Event::default().data("a").encode_into(&mut buf);
+    /// Event::default().data("b").encode_into(&mut buf);
+    /// assert_eq!(&buf[..], b"data: a\n\ndata: b\n\n");
+    /// ```
+    pub fn encode_into(&self, buf: &mut BytesMut) {
+        let mut digits = itoa::Buffer::new();
+        let retry = self
+            .retry
+            .map(|retry| digits.format(u64::try_from(retry.as_millis()).unwrap_or(u64::MAX)));
+        // One reservation, exact when every field is one line (the usual event): a large event
+        // is never copied again as the buffer grows, and a lone event's buffer is frozen without
+        // spare capacity (which would cost `Bytes` another allocation).
+        let field =
+            |value: Option<&[u8]>, name: &[u8]| value.map_or(0, |v| name.len() + v.len() + 1);
+        buf.reserve(
+            field(self.comment.as_deref(), b": ")
+                + field(self.event.as_deref(), b"event: ")
+                + field(self.data.as_deref(), b"data: ")
+                + field(self.id.as_deref(), b"id: ")
+                + field(retry.map(str::as_bytes), b"retry: ")
+                + 1,
+        );
         if let Some(comment) = &self.comment {
             for line in Lines::new(comment) {
                 if line.is_empty() {
@@ -229,13 +257,8 @@ impl Event {
         if let Some(id) = &self.id {
             put_field(buf, b"id: ", id);
         }
-        if let Some(retry) = self.retry {
-            let millis = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
-            put_field(
-                buf,
-                b"retry: ",
-                itoa::Buffer::new().format(millis).as_bytes(),
-            );
+        if let Some(retry) = retry {
+            put_field(buf, b"retry: ", retry.as_bytes());
         }
         buf.put_u8(b'\n');
     }
@@ -265,10 +288,11 @@ fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
 
 /// Converts bytes to valid UTF-8, keeping them as they are (no copy) when they already are.
 pub(crate) fn utf8_lossy(bytes: Bytes) -> Bytes {
-    match String::from_utf8_lossy(&bytes) {
-        std::borrow::Cow::Borrowed(_) => bytes,
-        std::borrow::Cow::Owned(fixed) => Bytes::from(fixed),
+    // `from_utf8` is the fast check; the lossy conversion walks the bytes far more slowly.
+    if std::str::from_utf8(&bytes).is_ok() {
+        return bytes;
     }
+    Bytes::from(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 pub(crate) fn as_str(bytes: &[u8]) -> &str {

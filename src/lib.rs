@@ -62,7 +62,8 @@
 //! The wire format is UTF-8 only. Invalid sequences in a message become U+FFFD (the replacement
 //! character), exactly what a client's decoder would turn them into.
 
-#![deny(unsafe_code, unreachable_pub)]
+#![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

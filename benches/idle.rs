@@ -1,0 +1,275 @@
+//! Idle connections: the server's memory per open, idle event stream, and the CPU its
+//! heartbeats cost, at 10 000 connections with a 1 s heartbeat.
+//!
+//! Each server runs in a child process (this binary, started again with `--idle-server NAME`),
+//! so its resident memory and CPU time can be read from `/proc` without the clients' share:
+//! - **tower-sse**: `SseLayer` (heartbeat 1 s) over a body that never yields a message;
+//! - **axum**: `Sse` + `KeepAlive` (1 s) over a stream that never yields an event;
+//! - **raw hyper**: a streaming body that yields a comment frame every second from its own
+//!   `tokio::time::Interval`.
+//!
+//! Every server runs hyper's HTTP/1.1 connection on a two-worker tokio runtime. The clients
+//! (in this process) keep reading, so heartbeats really are written.
+//!
+//! `cargo bench --bench idle` (the soft `ulimit -n` must exceed the connection count;
+//! `TOWER_SSE_IDLE_CONNECTIONS` sets the count, 10 000 by default).
+
+mod common;
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::response::sse::{Event as AxumEvent, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use common::{row, Samples, Unit};
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::{service_fn, Layer, ServiceExt};
+use tower_sse::SseLayer;
+
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long the CPU time of the idle server is measured.
+const CPU_WINDOW: Duration = Duration::from_secs(10);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+const SERVERS: [(&str, &str); 3] = [
+    ("tower-sse", "tower-sse"),
+    ("axum", "axum Sse"),
+    ("raw", "raw hyper"),
+];
+
+async fn respond(server: &str, request: Request<Incoming>) -> Response<ResponseBody> {
+    match server {
+        "tower-sse" => {
+            let inner = service_fn(|_: Request<Incoming>| {
+                let never = futures_util::stream::pending::<Result<Frame<Bytes>, Infallible>>();
+                std::future::ready(Ok::<_, Infallible>(Response::new(StreamBody::new(never))))
+            });
+            let Ok(response) = SseLayer::new()
+                .heartbeat(HEARTBEAT)
+                .always()
+                .layer(inner)
+                .oneshot(request)
+                .await;
+            response.map(|body| body.map_err(BoxError::from).boxed_unsync())
+        }
+        "axum" => {
+            let never = futures_util::stream::pending::<Result<AxumEvent, Infallible>>();
+            Sse::new(never)
+                .keep_alive(KeepAlive::new().interval(HEARTBEAT))
+                .into_response()
+                .map(|body| body.map_err(BoxError::from).boxed_unsync())
+        }
+        _ => {
+            let mut interval = tokio::time::interval(HEARTBEAT);
+            let beats = futures_util::stream::poll_fn(move |cx| {
+                interval
+                    .poll_tick(cx)
+                    .map(|_| Some(Ok::<_, BoxError>(Frame::data(Bytes::from_static(b":\n\n")))))
+            });
+            let mut response = Response::new(StreamBody::new(beats).boxed_unsync());
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            response
+        }
+    }
+}
+
+/// The child process: serves `server` until killed.
+fn run_server(server: &'static str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("{}", listener.local_addr().expect("address"));
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| async move {
+                    Ok::<_, Infallible>(respond(server, request).await)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+/// A `/proc/PID/status` field in KiB.
+fn status_kib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("field")
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields[11].parse().expect("utime");
+    let stime: f64 = fields[12].parse().expect("stime");
+    utime + stime
+}
+
+/// The soft limit on open files of this process.
+fn open_files_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+struct Measured {
+    rss_per_connection: f64,
+    cpu_percent: f64,
+}
+
+/// Opens `count` idle streams to a freshly started `server` and measures it.
+async fn measure(server: &str, count: usize) -> Measured {
+    let mut child: Child = Command::new(std::env::current_exe().expect("exe"))
+        .args(["--idle-server", server])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let addr: SocketAddr = line.trim().parse().expect("address");
+
+    // Warm up: one stream, so the runtime and allocator have their steady-state footprint.
+    let warm = open(addr).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = status_kib(pid, "VmRSS:");
+
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        streams.push(open(addr).await);
+    }
+    // Every stream answered (its head and first bytes were read in `open`), and heartbeats went
+    // out at least twice since.
+    tokio::time::sleep(3 * HEARTBEAT).await;
+    let after = status_kib(pid, "VmRSS:");
+
+    let start_ticks = cpu_ticks(pid);
+    let start = Instant::now();
+    tokio::time::sleep(CPU_WINDOW).await;
+    let ticks = cpu_ticks(pid) - start_ticks;
+    let ticks_per_sec = 100.0; // USER_HZ on Linux.
+    let cpu_percent = ticks / ticks_per_sec / start.elapsed().as_secs_f64() * 100.0;
+
+    let _ = child.kill();
+    let _ = child.wait();
+    drop((warm, streams));
+    Measured {
+        rss_per_connection: (after - before) * 1024.0 / count as f64,
+        cpu_percent,
+    }
+}
+
+/// Opens one event stream, reads its head and first bytes, then keeps reading in a task.
+async fn open(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: idle\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = vec![0; 1024];
+    let n = stream.read(&mut buf).await.expect("head");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "stream opened");
+    tokio::spawn(async move {
+        let mut buf = [0; 256];
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("--idle-server") {
+        let server = args.next().unwrap_or_default();
+        let server = SERVERS
+            .iter()
+            .find(|(name, _)| *name == server)
+            .map_or("raw", |(name, _)| name);
+        return run_server(server);
+    }
+
+    common::header_if_alone();
+    let wanted: usize = std::env::var("TOWER_SSE_IDLE_CONNECTIONS")
+        .ok()
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(10_000);
+    let limit = open_files_limit();
+    let count = wanted.min(limit.saturating_sub(100));
+    if count < wanted {
+        eprintln!("ulimit -n is {limit}: measuring {count} connections instead of {wanted}");
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results: Vec<Measured> = SERVERS
+        .iter()
+        .map(|(server, _)| runtime.block_on(measure(server, count)))
+        .collect();
+
+    let one = |value: f64| Samples::from(vec![value]);
+    let case = format!("{count} idle streams, heartbeat {HEARTBEAT:?}");
+    for (i, (_, name)) in SERVERS.iter().enumerate().skip(1) {
+        row(
+            "idle RSS per connection",
+            &case,
+            Unit::KiB,
+            &one(results[0].rss_per_connection),
+            name,
+            &one(results[i].rss_per_connection),
+            &one(results[0].rss_per_connection / results[i].rss_per_connection),
+        );
+    }
+    for (i, (_, name)) in SERVERS.iter().enumerate().skip(1) {
+        row(
+            "idle heartbeat CPU (% of one core)",
+            &case,
+            Unit::PercentCore,
+            &one(results[0].cpu_percent),
+            name,
+            &one(results[i].cpu_percent),
+            &one(results[0].cpu_percent / results[i].cpu_percent),
+        );
+    }
+}
