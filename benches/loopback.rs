@@ -186,24 +186,16 @@ async fn respond(request: Request<Incoming>, sent: SendTimes) -> Response<Respon
             Response::new(StreamBody::new(frames).boxed_unsync())
         }
         Server::RawBatched => {
-            // What is ready is encoded together and cut into 64 KiB frames.
-            let frames = texts().ready_chunks(4096).flat_map(|texts| {
-                let mut encoded = Vec::new();
+            // What is ready is encoded together, up to one 64 KiB frame.
+            let per_frame = (BATCH / (size + "data: \n\n".len())).max(1);
+            let frames = texts().ready_chunks(per_frame).map(|texts| {
+                let mut encoded = Vec::with_capacity(BATCH);
                 for text in texts {
                     encoded.extend_from_slice(b"data: ");
                     encoded.extend_from_slice(text.as_bytes());
                     encoded.extend_from_slice(b"\n\n");
                 }
-                let encoded = Bytes::from(encoded);
-                let frames: Vec<_> = (0..encoded.len())
-                    .step_by(BATCH)
-                    .map(|at| {
-                        Ok::<_, BoxError>(Frame::data(
-                            encoded.slice(at..encoded.len().min(at + BATCH)),
-                        ))
-                    })
-                    .collect();
-                futures_util::stream::iter(frames)
+                Ok::<_, BoxError>(Frame::data(Bytes::from(encoded)))
             });
             Response::new(StreamBody::new(frames).boxed_unsync())
         }

@@ -33,8 +33,17 @@ fn as_received(data: &str) -> String {
     data.replace("\r\n", "\n").replace('\r', "\n")
 }
 
+/// Cases of the round-trip property: 100 000 in CI; set `TOWER_SSE_ROUND_TRIP_CASES` for a
+/// long soak (the README gives the command).
+fn round_trip_cases() -> u32 {
+    std::env::var("TOWER_SSE_ROUND_TRIP_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(100_000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(10_000))]
+    #![proptest_config(ProptestConfig::with_cases(round_trip_cases()))]
 
     #[test]
     fn any_event_round_trips_through_a_client_parser(
@@ -42,6 +51,7 @@ proptest! {
         name in proptest::option::of(single_line(12)),
         id in proptest::option::of(single_line(12).prop_map(|s| s.replace('\0', ""))),
         comment in proptest::option::of(tricky_string(12)),
+        retry in proptest::option::of(any::<u64>()),
     ) {
         let mut event = Event::default().data(data.clone());
         if let Some(name) = &name {
@@ -52,6 +62,9 @@ proptest! {
         }
         if let Some(comment) = &comment {
             event = event.comment(comment.clone());
+        }
+        if let Some(retry) = retry {
+            event = event.retry(Duration::from_millis(retry));
         }
         let wire = event.encode();
         prop_assert!(wire.ends_with("\n\n"));
@@ -66,7 +79,12 @@ proptest! {
             last_event_id: id.clone().unwrap_or_default(),
         }]);
         prop_assert_eq!(parsed.last_event_id, id.unwrap_or_default());
+        prop_assert_eq!(parsed.retry, retry.map(u128::from));
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
 
     #[test]
     fn a_sequence_of_events_arrives_in_order(

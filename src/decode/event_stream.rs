@@ -20,7 +20,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 const FIELD_NAME_ROOM: usize = 16;
 
 /// The parser's state between chunks. Holds at most `max` bytes of unfinished line and data
-/// together; comment lines, however long, are dropped as they come.
+/// together; comments and unknown fields, however long, are dropped as they come.
 #[derive(Debug)]
 pub(crate) struct EventStreamDecoder {
     /// The unfinished line carried over from the previous chunk.
@@ -29,8 +29,9 @@ pub(crate) struct EventStreamDecoder {
     skip_lf: bool,
     /// No line has been completed yet (a BOM is only dropped there).
     first_line: bool,
-    /// The unfinished line is a comment: its bytes are dropped, not held.
-    in_comment: bool,
+    /// The unfinished line is one clients ignore (a comment or an unknown field): its bytes are
+    /// dropped, not held.
+    ignoring: bool,
     data: BytesMut,
     event: Option<Bytes>,
     /// The id set in the current block, if any (clients keep the last one between events).
@@ -45,7 +46,7 @@ impl EventStreamDecoder {
             line: BytesMut::new(),
             skip_lf: false,
             first_line: true,
-            in_comment: false,
+            ignoring: false,
             data: BytesMut::new(),
             event: None,
             id: None,
@@ -68,11 +69,14 @@ impl EventStreamDecoder {
         }
         while let Some(at) = memchr::memchr2(b'\r', b'\n', rest) {
             let ends_with_cr = rest[at] == b'\r';
-            if self.in_comment {
-                self.in_comment = false;
+            if self.ignoring {
+                self.ignoring = false;
                 self.first_line = false;
             } else if self.line.is_empty() {
                 self.field(&rest[..at], emit)?;
+            } else if ignored(self.first_line, &self.line, &rest[..at]) {
+                self.line.clear();
+                self.first_line = false;
             } else {
                 self.check(self.line.len() + at, FIELD_NAME_ROOM)?;
                 self.line.extend_from_slice(&rest[..at]);
@@ -91,8 +95,9 @@ impl EventStreamDecoder {
                 }
             }
         }
-        if self.in_comment || (self.line.is_empty() && rest.first() == Some(&b':')) {
-            self.in_comment = true;
+        if self.ignoring || ignored(self.first_line, &self.line, rest) {
+            self.ignoring = true;
+            self.line.clear();
         } else {
             self.check(self.line.len() + rest.len(), FIELD_NAME_ROOM)?;
             self.line.extend_from_slice(rest);
@@ -197,6 +202,45 @@ impl EventStreamDecoder {
     }
 }
 
+/// The fields a client acts on; every other line is ignored.
+const FIELDS: [&[u8]; 4] = [b"data", b"event", b"id", b"retry"];
+
+/// Whether an unfinished line, `held` then `rest`, is already known to be one clients ignore:
+/// a comment, or a field whose name is none of [`FIELDS`]. Looks at the BOM (on the stream's
+/// first line) and the name only, so it costs a few bytes however long the line is.
+fn ignored(first_line: bool, held: &[u8], rest: &[u8]) -> bool {
+    let line = || held.iter().chain(rest).copied();
+    let mut skip = 0;
+    if first_line {
+        let mut start = [0; BOM.len()];
+        let mut len = 0;
+        for (slot, byte) in start.iter_mut().zip(line()) {
+            *slot = byte;
+            len += 1;
+        }
+        if start[..len] == *BOM {
+            skip = BOM.len();
+        } else if BOM.starts_with(&start[..len]) {
+            return false; // maybe a BOM, not complete yet
+        }
+    }
+    // Long enough for every kept name and one byte more.
+    let mut name = [0; 6];
+    let mut len = 0;
+    for byte in line().skip(skip).take(name.len()) {
+        if byte == b':' {
+            // A complete name: an empty one starts a comment.
+            return !FIELDS.contains(&&name[..len]);
+        }
+        name[len] = byte;
+        len += 1;
+        if !FIELDS.iter().any(|field| field.starts_with(&name[..len])) {
+            return true;
+        }
+    }
+    false
+}
+
 fn text(value: &[u8]) -> Bytes {
     utf8_lossy(Bytes::copy_from_slice(value))
 }
@@ -242,6 +286,39 @@ mod tests {
             parse("retry: 12a\nretry: 250\ndata: x\n\nretry: -1\n\n"),
             ["data: x\nretry: 250\n\n"]
         );
+    }
+
+    /// Lines clients ignore are dropped as they come, however long and however split: with a
+    /// 64-byte limit, a 300-byte comment after a BOM, or a 300-byte unknown field, still lets the
+    /// next event through. A kept field over the limit still ends the stream.
+    #[test]
+    fn long_ignored_lines_are_not_held_at_any_split() {
+        let long = "p".repeat(300);
+        let inputs = [
+            format!("\u{FEFF}: {long}\ndata: ok\n\n"),
+            format!("padding: {long}\ndata: ok\n\n"),
+            format!("datum{long}\ndata: ok\n\n"),
+            format!(": x\nretryy: {long}\rdata: ok\r\r"),
+        ];
+        for input in &inputs {
+            for cut in 0..=input.len() {
+                for second in [cut, (cut + 1).min(input.len()), (cut + 7).min(input.len())] {
+                    let events =
+                        decode_split(Framing::EventStream, 64, input.as_bytes(), &[cut, second]);
+                    let encoded: Vec<String> = events
+                        .unwrap_or_else(|error| panic!("{input:?} cut at {cut}/{second}: {error}"))
+                        .iter()
+                        .map(|event| event.encode())
+                        .collect();
+                    assert_eq!(encoded, ["data: ok\n\n"], "{input:?} cut at {cut}/{second}");
+                }
+            }
+        }
+        let kept = format!("data: {long}\n\n");
+        for cut in [0, 3, 10, 100, kept.len()] {
+            let result = decode_split(Framing::EventStream, 64, kept.as_bytes(), &[cut]);
+            assert!(result.is_err(), "a kept field over the limit, cut at {cut}");
+        }
     }
 
     #[test]
