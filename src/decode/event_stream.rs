@@ -226,15 +226,13 @@ fn ignored(first_line: bool, held: &[u8], rest: &[u8]) -> bool {
     }
     // Long enough for every kept name and one byte more.
     let mut name = [0; 6];
-    let mut len = 0;
-    for byte in line().skip(skip).take(name.len()) {
+    for (len, byte) in line().skip(skip).take(name.len()).enumerate() {
         if byte == b':' {
             // A complete name: an empty one starts a comment.
             return !FIELDS.contains(&&name[..len]);
         }
         name[len] = byte;
-        len += 1;
-        if !FIELDS.iter().any(|field| field.starts_with(&name[..len])) {
+        if !FIELDS.iter().any(|field| field.starts_with(&name[..=len])) {
             return true;
         }
     }
