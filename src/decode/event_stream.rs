@@ -304,7 +304,7 @@ mod tests {
                     let events =
                         decode_split(Framing::EventStream, 64, input.as_bytes(), &[cut, second]);
                     let encoded: Vec<String> = events
-                        .unwrap_or_else(|error| panic!("{input:?} cut at {cut}/{second}: {error}"))
+                        .unwrap_or_else(|error| panic!("{input:?} cut at {cut}/{second}: {error}")) // ok: test
                         .iter()
                         .map(|event| event.encode())
                         .collect();
