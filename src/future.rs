@@ -9,6 +9,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio_util::sync::DropGuard;
 
+use crate::gateway::remove_hop_by_hop_headers;
 use crate::layer::Config;
 use crate::{Framing, SseBody};
 
@@ -123,6 +124,7 @@ fn is_convertible(status: StatusCode, headers: &HeaderMap) -> bool {
 fn rewrite_headers(headers: &mut HeaderMap, vary_accept: bool) {
     // The body is new: the inner representation's length, ranges and validators no longer hold.
     // Connection-specific headers are never written (they break HTTP/2 and HTTP/3 streams).
+    remove_hop_by_hop_headers(headers);
     for name in [
         header::CONTENT_LENGTH,
         header::CONTENT_RANGE,
@@ -130,22 +132,10 @@ fn rewrite_headers(headers: &mut HeaderMap, vary_accept: bool) {
         header::ETAG,
         header::LAST_MODIFIED,
         header::CONTENT_ENCODING,
-        header::TRANSFER_ENCODING,
-        header::CONNECTION,
-        header::UPGRADE,
-        header::TE,
-        header::TRAILER,
     ] {
         headers.remove(name);
     }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "content-md5",
-        "digest",
-        "content-digest",
-        "repr-digest",
-    ] {
+    for name in ["content-md5", "digest", "content-digest", "repr-digest"] {
         headers.remove(name);
     }
     headers.insert(

@@ -36,7 +36,8 @@
 //! - **Negotiation.** Only requests whose `Accept` names `text/event-stream` (as `EventSource`
 //!   sends) are converted, so the layer can wrap a whole router; [`SseLayer::always`] converts
 //!   every request. Every request gets the [`Disconnect`] and [`LastEventId`] extensions, so
-//!   handlers can always extract them.
+//!   handlers can always extract them. An event stream request reaches the inner service with
+//!   `Accept-Encoding: identity`, since only an uncompressed body can be re-framed.
 //! - **Pass-through.** A response that is not a 2xx, a 204, 205 or 206, a gRPC response, or one
 //!   with a `Content-Encoding` other than `identity`, is returned untouched. A 2xx answer to a
 //!   request that did not ask for an event stream only gains `Vary: Accept`. Put tower-http's
@@ -53,6 +54,9 @@
 //!   after each idle interval, coalesces events that are already ready into one write, ends
 //!   after a complete event, turns an inner error into a final `error` event, and reports a
 //!   client that left through [`Disconnect`] and [`SseLayer::on_disconnect`].
+//!
+//! In front of an upstream that streams NDJSON or SSE, wrap an HTTP client in
+//! [`gateway::Upstream`] and put the layer around it: a gateway in a few lines.
 //!
 //! A tokio runtime with the time driver must drive the response bodies (heartbeats use
 //! `tokio::time`).
@@ -72,6 +76,7 @@ mod decode;
 mod error;
 mod event;
 mod future;
+pub mod gateway;
 mod last_event_id;
 mod layer;
 mod lifecycle;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{header, HeaderMap, Request};
+use http::{header, HeaderMap, HeaderValue, Request};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
@@ -17,6 +17,8 @@ use crate::{Disconnect, LastEventId};
 /// header), so handlers behind the layer can always extract them. The 2xx response to an event
 /// stream request (its `Accept` names `text/event-stream`, or any request with
 /// [`always`](Self::always)) is turned into an event stream; other responses pass untouched.
+/// An event stream request reaches the inner service with `Accept-Encoding: identity`, since
+/// only an uncompressed body can be cut into messages.
 #[derive(Clone)]
 pub struct SseService<S> {
     inner: S,
@@ -80,6 +82,14 @@ where
             config: self.config.clone(),
             vary_accept: !always,
         });
+        if stream.is_some() {
+            // Only an identity body can be re-framed: ask the inner service (or upstream) for
+            // one, rather than receive a compressed body that would pass through unconverted.
+            request.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
         ResponseFuture::new(self.inner.call(request), token.drop_guard(), stream)
     }
 }
@@ -122,7 +132,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::ACCEPT,
-            value.parse().unwrap_or(http::HeaderValue::from_static("")),
+            value.parse().unwrap_or(HeaderValue::from_static("")),
         );
         accepts_event_stream(&headers)
     }

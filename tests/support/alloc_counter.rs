@@ -1,11 +1,18 @@
 //! A global allocator that counts the allocations made on the current thread, so a test or
-//! bench can measure the hot path exactly.
+//! bench can measure the hot path exactly, and the bytes live in the whole process, so a test
+//! can bound the memory a peer makes it hold.
 //!
 //! Install it with `#[global_allocator] static ALLOC: Counting = Counting;`, then read
-//! [`allocations`] before and after the code measured.
+//! [`allocations`] before and after the code measured, or call [`reset_peak`] before and
+//! [`peak`] after.
+#![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
@@ -19,22 +26,44 @@ pub(crate) struct Counting;
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
+        grew(layout.size());
         System.alloc(layout)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count();
+        grew(layout.size());
         System.alloc_zeroed(layout)
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
+        grew(new_size);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         System.realloc(ptr, layout, new_size)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         System.dealloc(ptr, layout)
     }
+}
+
+fn grew(size: usize) {
+    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+/// Starts a new peak at the bytes live now, and returns them.
+pub(crate) fn reset_peak() -> usize {
+    let live = LIVE.load(Ordering::Relaxed);
+    PEAK.store(live, Ordering::Relaxed);
+    live
+}
+
+/// The most bytes live at once since [`reset_peak`].
+pub(crate) fn peak() -> usize {
+    PEAK.load(Ordering::Relaxed)
 }
 
 fn count() {

@@ -1,0 +1,398 @@
+//! [`Upstream`]: forwards requests to one upstream server, so that [`SseLayer`] can serve the
+//! upstream's NDJSON or event stream to browsers (a gateway, or reverse proxy).
+//!
+//! [`SseLayer`]: crate::SseLayer
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+/// How long [`Upstream`] waits for the upstream's response head by default.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The headers that describe one connection, never the message: a proxy must not forward them.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
+/// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`,
+/// `Transfer-Encoding` and `Upgrade`. [`Upstream`] does it in both directions.
+///
+/// ```
+/// use http::{header, HeaderMap};
+/// use tower_sse::gateway::remove_hop_by_hop_headers;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(header::CONNECTION, "keep-alive, x-session".parse().unwrap());
+/// headers.insert("x-session", "abc".parse().unwrap());
+/// headers.insert("last-event-id", "42".parse().unwrap());
+/// remove_hop_by_hop_headers(&mut headers);
+/// assert_eq!(headers.len(), 1);
+/// assert_eq!(headers["last-event-id"], "42");
+/// ```
+pub fn remove_hop_by_hop_headers(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+}
+
+/// The body of an [`Upstream`] response: the upstream's own, or the gateway's short answer when
+/// the upstream gave none.
+pub type UpstreamBody<B> = Either<B, Full<Bytes>>;
+
+/// A Tower service that forwards every request to one upstream server through an HTTP client
+/// service, such as hyper-util's `Client`. Wrapped in [`SseLayer`](crate::SseLayer), it serves
+/// the upstream's streams to browsers as compliant, heart-beaten events.
+///
+/// Each request is rewritten as a reverse proxy must:
+///
+/// - the URI takes the upstream's scheme and authority, and the request's path and query are
+///   appended to the upstream's path (`http://up:9000/api` and `/chat?x=1` give
+///   `http://up:9000/api/chat?x=1`);
+/// - hop-by-hop headers are removed ([`remove_hop_by_hop_headers`]) and `Host` is dropped, so
+///   the client sends the upstream's; end-to-end headers (`Accept`, `Last-Event-ID`,
+///   `Authorization`, cookies) pass;
+/// - the version becomes HTTP/1.1 whatever the browser spoke; the client speaks what the
+///   upstream speaks.
+///
+/// The upstream's response passes with its hop-by-hop headers removed. When no response head
+/// comes, the gateway answers itself, with a status an `EventSource` does not retry:
+/// `502 Bad Gateway` when the client fails (connection refused or reset, a broken head), and
+/// `504 Gateway Timeout` after the [head timeout](Self::head_timeout). Once the head has come,
+/// the body is the upstream's: an upstream that fails mid-stream ends the event stream with an
+/// `error` event, and a client that leaves drops the upstream request and its connection.
+///
+/// `Upstream` adds no `Forwarded` or `X-Forwarded-*` headers: it does not know the peer's
+/// address. Add them in a layer of your own where the server knows it.
+///
+/// ```
+/// use std::time::Duration;
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+/// use tower::ServiceBuilder;
+/// use tower_sse::gateway::Upstream;
+/// use tower_sse::SseLayer;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder(TokioExecutor::new()).build_http::<hyper::body::Incoming>();
+/// let gateway = ServiceBuilder::new()
+///     .layer(SseLayer::new().always().heartbeat(Duration::from_secs(20)))
+///     .service(Upstream::new(client, "http://127.0.0.1:9000".parse()?)?);
+/// # let _ = gateway;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Upstream<C> {
+    client: C,
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream URI's path without its trailing `/`, put before every request's path.
+    prefix: String,
+    head_timeout: Option<Duration>,
+}
+
+impl<C> Upstream<C> {
+    /// Forwards to `upstream` (a scheme, an authority and an optional path, no query) through
+    /// `client`. The head timeout is [`DEFAULT_HEAD_TIMEOUT`].
+    pub fn new(client: C, upstream: Uri) -> Result<Self, InvalidUpstream> {
+        let parts = upstream.into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            return Err(InvalidUpstream("it needs a scheme and an authority"));
+        };
+        let path = parts
+            .path_and_query
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if path.query().is_some() {
+            return Err(InvalidUpstream("it must not have a query"));
+        }
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            prefix: path.path().trim_end_matches('/').to_owned(),
+            head_timeout: Some(DEFAULT_HEAD_TIMEOUT),
+        })
+    }
+
+    /// How long to wait for the upstream's response head, connecting included, before
+    /// answering `504 Gateway Timeout` (default 60 s). `Duration::ZERO` waits for ever. The
+    /// body, once it flows, has no deadline: heartbeats keep the client's connection open while
+    /// the upstream is silent.
+    pub fn head_timeout(mut self, timeout: Duration) -> Self {
+        self.head_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    /// The client.
+    pub fn get_ref(&self) -> &C {
+        &self.client
+    }
+
+    /// The request as the upstream gets it.
+    fn forwarded<B>(&self, request: Request<B>) -> Result<Request<B>, http::Error> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let path = PathAndQuery::try_from(format!("{}{path}", self.prefix))?;
+        parts.uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()?;
+        remove_hop_by_hop_headers(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        parts.version = Version::HTTP_11;
+        Ok(Request::from_parts(parts, body))
+    }
+}
+
+impl<C, ReqBody, ResBody> Service<Request<ReqBody>> for Upstream<C>
+where
+    C: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<UpstreamBody<ResBody>>;
+    type Error = Infallible;
+    type Future = UpstreamFuture<C, Request<ReqBody>>;
+
+    /// Always ready: the client's readiness is awaited in the response future, so that a client
+    /// that fails to get ready is a `502` too.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let state = match self.forwarded(request) {
+            Ok(request) => State::Waiting {
+                client: self.client.clone(),
+                request: Some(request),
+            },
+            // Only a path too long for a URI once the upstream's path is put before it.
+            Err(_) => State::Answered {
+                status: StatusCode::URI_TOO_LONG,
+            },
+        };
+        UpstreamFuture {
+            state,
+            deadline: self.head_timeout.map(tokio::time::sleep),
+        }
+    }
+}
+
+impl<C> fmt::Debug for Upstream<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("scheme", &self.scheme)
+            .field("authority", &self.authority)
+            .field("prefix", &self.prefix)
+            .field("head_timeout", &self.head_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The upstream URI given to [`Upstream::new`] cannot be forwarded to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidUpstream(&'static str);
+
+impl fmt::Display for InvalidUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid upstream URI: {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidUpstream {}
+
+pin_project! {
+    /// The future [`Upstream`] returns: the upstream's response head, or the gateway's answer.
+    pub struct UpstreamFuture<C, R>
+    where
+        C: Service<R>,
+    {
+        #[pin]
+        state: State<C, R>,
+        #[pin]
+        deadline: Option<Sleep>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<C, R>
+    where
+        C: Service<R>,
+    {
+        // Waiting for the client to be ready.
+        Waiting { client: C, request: Option<R> },
+        // Waiting for the upstream's response head.
+        Sent { #[pin] response: C::Future },
+        // Answered without the upstream.
+        Answered { status: StatusCode },
+    }
+}
+
+impl<C, ReqBody, ResBody> Future for UpstreamFuture<C, Request<ReqBody>>
+where
+    C: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<UpstreamBody<ResBody>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // A head that is ready wins over a deadline that passed in the same instant.
+        if let Poll::Ready(response) = poll_upstream(this.state.as_mut(), cx) {
+            return Poll::Ready(Ok(response));
+        }
+        match this.deadline.as_pin_mut().map(|deadline| deadline.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Ok(answer(StatusCode::GATEWAY_TIMEOUT))),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl<C: Service<R>, R> fmt::Debug for UpstreamFuture<C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamFuture").finish_non_exhaustive()
+    }
+}
+
+fn poll_upstream<C, ReqBody, ResBody>(
+    mut state: Pin<&mut State<C, Request<ReqBody>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Response<UpstreamBody<ResBody>>>
+where
+    C: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    loop {
+        match state.as_mut().project() {
+            StateProj::Waiting { client, request } => {
+                let ready = ready!(client.poll_ready(cx));
+                // The request is only missing when this future is polled after it completed.
+                let (Ok(()), Some(request)) = (ready, request.take()) else {
+                    return Poll::Ready(answer(StatusCode::BAD_GATEWAY));
+                };
+                let response = client.call(request);
+                state.set(State::Sent { response });
+            }
+            StateProj::Sent { response } => {
+                return Poll::Ready(match ready!(response.poll(cx)) {
+                    Ok(response) => from_upstream(response),
+                    Err(_) => answer(StatusCode::BAD_GATEWAY),
+                });
+            }
+            StateProj::Answered { status } => return Poll::Ready(answer(*status)),
+        }
+    }
+}
+
+/// The upstream's response as the client gets it.
+fn from_upstream<B>(response: Response<B>) -> Response<UpstreamBody<B>> {
+    let (mut head, body) = response.into_parts();
+    remove_hop_by_hop_headers(&mut head.headers);
+    Response::from_parts(head, Either::Left(body))
+}
+
+/// The gateway's own answer: the status and its reason as plain text.
+fn answer<B>(status: StatusCode) -> Response<UpstreamBody<B>> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default()
+    );
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(uri: &'static str) -> Result<Upstream<()>, InvalidUpstream> {
+        Upstream::new((), Uri::from_static(uri))
+    }
+
+    #[test]
+    fn the_upstream_uri_needs_a_scheme_and_an_authority_and_no_query() {
+        assert!(upstream("http://127.0.0.1:9000").is_ok());
+        assert!(upstream("/only/a/path").is_err());
+        assert!(upstream("http://127.0.0.1:9000/?x=1").is_err());
+    }
+
+    #[test]
+    fn paths_are_appended_to_the_upstream_path() -> Result<(), Box<dyn std::error::Error>> {
+        for (base, path, expected) in [
+            ("http://up:9000", "/chat?x=1", "http://up:9000/chat?x=1"),
+            ("http://up:9000/", "/", "http://up:9000/"),
+            (
+                "http://up:9000/api/",
+                "/chat?x=1",
+                "http://up:9000/api/chat?x=1",
+            ),
+            ("https://up/api", "/a/b", "https://up/api/a/b"),
+        ] {
+            let request = Request::get(path).version(Version::HTTP_2).body(())?;
+            let forwarded = upstream(base)?.forwarded(request)?;
+            assert_eq!(forwarded.uri(), expected);
+            assert_eq!(forwarded.version(), Version::HTTP_11);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_host_are_not_forwarded() -> Result<(), Box<dyn std::error::Error>> {
+        let request = Request::get("/events")
+            .header("host", "gateway.example")
+            .header("connection", "keep-alive, X-Trace , upgrade")
+            .header("connection", "x-other")
+            .header("x-trace", "1")
+            .header("x-other", "2")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+            .header("te", "trailers")
+            .header("upgrade", "websocket")
+            .header("accept", "text/event-stream")
+            .header("last-event-id", "41")
+            .header("authorization", "Bearer t")
+            .body(())?;
+        let forwarded = upstream("http://up:9000")?.forwarded(request)?;
+        let mut names: Vec<&str> = forwarded
+            .headers()
+            .keys()
+            .map(|name| name.as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "authorization", "last-event-id"]);
+        assert_eq!(forwarded.headers()["last-event-id"], "41");
+        Ok(())
+    }
+}
