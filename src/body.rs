@@ -16,7 +16,7 @@ use crate::decode::{Decoder, Item};
 use crate::error::BoxError;
 use crate::layer::Config;
 use crate::lifecycle::Tracker;
-use crate::{Event, Framing, StreamError};
+use crate::{Event, StreamError};
 
 /// Events already ready are coalesced into one body frame up to this size: the cost per frame,
 /// not the encoding, bounds throughput. Coalescing never waits for more events.
@@ -58,6 +58,10 @@ pin_project! {
             heartbeat: Option<Sleep>,
             stream: Stream,
         },
+        // The layer's own short answer (a refused request), taken when sent.
+        Answer {
+            text: Option<Bytes>,
+        },
     }
 }
 
@@ -91,16 +95,25 @@ impl<B> SseBody<B> {
         }
     }
 
+    /// The layer's own answer: `text`, then the end. The inner body, if any, is not read.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    pub(crate) fn answer(text: Bytes) -> Self {
+        Self {
+            kind: Kind::Answer { text: Some(text) },
+            done: None,
+        }
+    }
+
     pub(crate) fn events(
         body: B,
-        framing: Framing,
+        decoder: Decoder,
         config: Arc<Config>,
         done: Option<DropGuard>,
     ) -> Self {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&config.preamble);
         let stream = Stream {
-            decoder: Decoder::new(framing, config.max_message_size),
+            decoder,
             buf,
             phase: Phase::Streaming,
             last_write: Instant::now(),
@@ -128,6 +141,7 @@ impl<B> std::fmt::Debug for SseBody<B> {
         let kind = match &self.kind {
             Kind::Untouched { .. } => "untouched",
             Kind::Events { .. } => "event stream",
+            Kind::Answer { .. } => "answer",
         };
         f.debug_struct("SseBody")
             .field("kind", &kind)
@@ -156,6 +170,7 @@ where
                 heartbeat,
                 stream,
             } => stream.poll(body, heartbeat, cx).map(|frame| frame.map(Ok)),
+            KindProj::Answer { text } => Poll::Ready(text.take().map(|text| Ok(Frame::data(text)))),
         }
     }
 
@@ -163,6 +178,7 @@ where
         match &self.kind {
             Kind::Untouched { body } => body.is_end_stream(),
             Kind::Events { stream, .. } => stream.phase == Phase::Done,
+            Kind::Answer { text } => text.is_none(),
         }
     }
 
@@ -170,6 +186,9 @@ where
         match &self.kind {
             Kind::Untouched { body } => body.size_hint(),
             Kind::Events { .. } => SizeHint::default(),
+            Kind::Answer { text } => {
+                SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
+            }
         }
     }
 }
@@ -202,7 +221,10 @@ impl Stream {
                         self.reserve_frame();
                         self.decode(Some(copy_out(&mut data)))
                     }
-                    Err(_trailers) => Ok(()),
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => self.decoder.trailers(&trailers),
+                        Err(_unknown) => Ok(()),
+                    },
                 },
                 Poll::Ready(Some(Err(error))) => Err(StreamError::Body(error.into())),
                 Poll::Ready(None) => {

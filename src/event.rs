@@ -51,6 +51,10 @@ pub enum EventError {
     /// The value given to [`Event::json`] could not be serialized.
     #[cfg(feature = "json")]
     Json(String),
+    /// A gRPC message could not be decoded as the protobuf type asked for
+    /// ([`grpc::decode`](crate::grpc::decode)).
+    #[cfg(feature = "grpc")]
+    Protobuf(String),
 }
 
 impl fmt::Display for EventError {
@@ -61,6 +65,8 @@ impl fmt::Display for EventError {
             Self::NulInId => f.write_str("event id contains a NUL character"),
             #[cfg(feature = "json")]
             Self::Json(reason) => write!(f, "event data could not be serialized: {reason}"),
+            #[cfg(feature = "grpc")]
+            Self::Protobuf(reason) => write!(f, "the gRPC message could not be decoded: {reason}"),
         }
     }
 }

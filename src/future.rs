@@ -9,6 +9,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio_util::sync::DropGuard;
 
+use crate::decode::Decoder;
 use crate::gateway::remove_hop_by_hop_headers;
 use crate::layer::Config;
 use crate::{Framing, SseBody};
@@ -83,6 +84,10 @@ fn into_event_stream<B>(
     done: Option<DropGuard>,
 ) -> Response<SseBody<B>> {
     let (mut head, body) = response.into_parts();
+    #[cfg(feature = "grpc")]
+    if stream.config.grpc && head.status.is_success() && crate::grpc::is_grpc(&head.headers) {
+        return crate::grpc::into_event_stream(head, body, stream, done);
+    }
     if !is_convertible(head.status, &head.headers) {
         return Response::from_parts(head, SseBody::untouched(body, done));
     }
@@ -93,7 +98,8 @@ fn into_event_stream<B>(
     // Clients accept exactly 200 for an event stream.
     head.status = StatusCode::OK;
     rewrite_headers(&mut head.headers, stream.vary_accept);
-    let body = SseBody::events(body, framing, stream.config, done);
+    let decoder = Decoder::new(framing, stream.config.max_message_size);
+    let body = SseBody::events(body, decoder, stream.config, done);
     Response::from_parts(head, body)
 }
 
@@ -121,7 +127,7 @@ fn is_convertible(status: StatusCode, headers: &HeaderMap) -> bool {
         && !grpc
 }
 
-fn rewrite_headers(headers: &mut HeaderMap, vary_accept: bool) {
+pub(crate) fn rewrite_headers(headers: &mut HeaderMap, vary_accept: bool) {
     // The body is new: the inner representation's length, ranges and validators no longer hold.
     // Connection-specific headers are never written (they break HTTP/2 and HTTP/3 streams).
     remove_hop_by_hop_headers(headers);

@@ -31,6 +31,9 @@ pub(crate) struct Config {
     pub(crate) map_message: Option<MapMessage>,
     pub(crate) map_error: Option<MapError>,
     pub(crate) on_disconnect: Option<OnClose>,
+    /// Event stream requests are gRPC calls ([`GrpcLayer`](crate::grpc::GrpcLayer)).
+    #[cfg(feature = "grpc")]
+    pub(crate) grpc: bool,
     /// The heartbeat comment, encoded once.
     pub(crate) heartbeat_bytes: Bytes,
     /// The first bytes of every stream: the retry hint, or the heartbeat comment.
@@ -49,6 +52,8 @@ impl Default for Config {
             map_message: None,
             map_error: None,
             on_disconnect: None,
+            #[cfg(feature = "grpc")]
+            grpc: false,
             heartbeat_bytes: Bytes::new(),
             preamble: Bytes::new(),
         };
@@ -82,6 +87,8 @@ impl Config {
     pub(crate) fn error_event(&self, error: &StreamError) -> Option<Event> {
         match &self.map_error {
             Some(map) => map(error),
+            #[cfg(feature = "grpc")]
+            None if self.grpc => Some(crate::grpc::error_event(error)),
             None => Some(error.to_event()),
         }
     }
@@ -221,6 +228,23 @@ impl SseLayer {
     }
 
     builder_methods!();
+
+    /// The layer for a tonic server: event stream requests become calls of the server-streaming
+    /// method their path names, and each response message one event (see [`crate::grpc`]).
+    /// Configure the layer first; the [`GrpcLayer`](crate::grpc::GrpcLayer) has no builder
+    /// methods of its own.
+    ///
+    /// ```
+    /// use tower_sse::SseLayer;
+    ///
+    /// let layer = SseLayer::new().grpc();
+    /// // tonic::transport::Server::builder().accept_http1(true).layer(layer).add_service(..)
+    /// # let _ = layer;
+    /// ```
+    #[cfg(feature = "grpc")]
+    pub fn grpc(self) -> crate::grpc::GrpcLayer {
+        crate::grpc::GrpcLayer::new(self.config)
+    }
 }
 
 impl<S> Layer<S> for SseLayer {
@@ -251,6 +275,6 @@ impl std::fmt::Debug for Config {
             .field("map_message", &self.map_message.is_some())
             .field("map_error", &self.map_error.is_some())
             .field("on_disconnect", &self.on_disconnect.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -77,6 +77,8 @@ mod error;
 mod event;
 mod future;
 pub mod gateway;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod last_event_id;
 mod layer;
 mod lifecycle;

@@ -5,10 +5,12 @@
 
 mod event_stream;
 mod frames;
+#[cfg(feature = "grpc")]
+mod grpc;
 mod lines;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 
 use crate::{Event, Message, StreamError};
 
@@ -31,6 +33,11 @@ pub enum Framing {
     /// The inner body already is a `text/event-stream`: it is parsed by the WHATWG rules and every
     /// event is encoded again, so heartbeats fall between events and no field can be injected.
     EventStream,
+    /// gRPC length-prefixed messages (split or packed across frames in any way), the status
+    /// taken from the trailers. Used by [`GrpcLayer`](crate::grpc::GrpcLayer) for gRPC
+    /// responses; forcing it on another layer expects the trailers of a gRPC body.
+    #[cfg(feature = "grpc")]
+    Grpc,
 }
 
 impl Framing {
@@ -80,9 +87,13 @@ pub(crate) enum Item {
 /// The decoder of one response, picked by its [`Framing`].
 #[derive(Debug)]
 pub(crate) enum Decoder {
-    Frames { max: usize },
+    Frames {
+        max: usize,
+    },
     Lines(LineDecoder),
     EventStream(Box<EventStreamDecoder>),
+    #[cfg(feature = "grpc")]
+    Grpc(grpc::GrpcDecoder),
 }
 
 impl Decoder {
@@ -95,7 +106,15 @@ impl Decoder {
             Framing::EventStream => {
                 Self::EventStream(Box::new(EventStreamDecoder::new(max_message_size)))
             }
+            #[cfg(feature = "grpc")]
+            Framing::Grpc => Self::grpc(max_message_size, false),
         }
+    }
+
+    /// The gRPC decoder; `status_seen` when a trailers-only head already gave the status.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn grpc(max_message_size: usize, status_seen: bool) -> Self {
+        Self::Grpc(grpc::GrpcDecoder::new(max_message_size, status_seen))
     }
 
     /// Decodes one chunk, calling `emit` for every complete item. Stops at the first error.
@@ -108,6 +127,20 @@ impl Decoder {
             Self::Frames { max } => frames::decode(chunk, *max, emit),
             Self::Lines(decoder) => decoder.decode(chunk, emit),
             Self::EventStream(decoder) => decoder.decode(chunk, emit),
+            #[cfg(feature = "grpc")]
+            Self::Grpc(decoder) => decoder.decode(chunk, emit),
+        }
+    }
+
+    /// The inner body's trailers: only gRPC reads them (its status).
+    pub(crate) fn trailers(&mut self, trailers: &HeaderMap) -> Result<(), StreamError> {
+        match self {
+            #[cfg(feature = "grpc")]
+            Self::Grpc(decoder) => decoder.trailers(trailers),
+            _ => {
+                let _ = trailers;
+                Ok(())
+            }
         }
     }
 
@@ -120,6 +153,8 @@ impl Decoder {
             Self::Frames { .. } => Ok(()),
             Self::Lines(decoder) => decoder.finish(emit),
             Self::EventStream(decoder) => decoder.finish(emit),
+            #[cfg(feature = "grpc")]
+            Self::Grpc(decoder) => decoder.finish(),
         }
     }
 }
