@@ -13,16 +13,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-/// How long [`Upstream`] waits for the upstream's response head by default.
-pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`Upstream`] waits for the upstream's response head by default: below the 60 s idle
+/// timeouts of nginx and load balancers in front, so the gateway's `504` reaches the client.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The headers that describe one connection, never the message: a proxy must not forward them.
+/// The pseudonym the gateway gives itself in `Via`.
+const VIA: &str = "tower-sse";
+
+/// The headers that describe one connection, never the message: the hop-by-hop headers of
+/// RFC 9110 §7.6.1, and the proxy authentication ones, which are meant for the next hop only.
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -40,13 +45,13 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// `Transfer-Encoding` and `Upgrade`. [`Upstream`] does it in both directions.
 ///
 /// ```
-/// use http::{header, HeaderMap};
+/// use http::{header, HeaderMap, HeaderValue};
 /// use tower_sse::gateway::remove_hop_by_hop_headers;
 ///
 /// let mut headers = HeaderMap::new();
-/// headers.insert(header::CONNECTION, "keep-alive, x-session".parse().unwrap());
-/// headers.insert("x-session", "abc".parse().unwrap());
-/// headers.insert("last-event-id", "42".parse().unwrap());
+/// headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-session"));
+/// headers.insert("x-session", HeaderValue::from_static("abc"));
+/// headers.insert("last-event-id", HeaderValue::from_static("42"));
 /// remove_hop_by_hop_headers(&mut headers);
 /// assert_eq!(headers.len(), 1);
 /// assert_eq!(headers["last-event-id"], "42");
@@ -63,6 +68,32 @@ pub fn remove_hop_by_hop_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a path has a `.` or `..` segment, percent-encoded or not, which an upstream may
+/// resolve against the path before it.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let segment = segment.to_ascii_lowercase().replace("%2e", ".");
+        segment == "." || segment == ".."
+    })
+}
+
+/// Joins the `Cookie` fields an HTTP/2 client sends one per cookie into the one field HTTP/1.1
+/// allows (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(joined) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, joined);
+    }
+}
+
 /// The body of an [`Upstream`] response: the upstream's own, or the gateway's short answer when
 /// the upstream gave none.
 pub type UpstreamBody<B> = Either<B, Full<Bytes>>;
@@ -75,22 +106,27 @@ pub type UpstreamBody<B> = Either<B, Full<Bytes>>;
 ///
 /// - the URI takes the upstream's scheme and authority, and the request's path and query are
 ///   appended to the upstream's path (`http://up:9000/api` and `/chat?x=1` give
-///   `http://up:9000/api/chat?x=1`);
-/// - hop-by-hop headers are removed ([`remove_hop_by_hop_headers`]) and `Host` is dropped, so
-///   the client sends the upstream's; end-to-end headers (`Accept`, `Last-Event-ID`,
-///   `Authorization`, cookies) pass;
-/// - the version becomes HTTP/1.1 whatever the browser spoke; the client speaks what the
-///   upstream speaks.
+///   `http://up:9000/api/chat?x=1`); with a path prefix, a path holding a `.` or `..` segment is
+///   refused (`400`), so no request can climb out of the prefix;
+/// - hop-by-hop headers are removed ([`remove_hop_by_hop_headers`]), `Host` becomes the
+///   upstream's authority, the `Cookie` fields an HTTP/2 client splits are joined again, and
+///   `Via` names the gateway; end-to-end headers (`Accept`, `Last-Event-ID`, `Authorization`,
+///   cookies, and any `X-Forwarded-*` the client sent) pass as they are;
+/// - the version becomes HTTP/1.1 whatever the browser spoke (hyper-util's `build_http` client
+///   speaks HTTP/1.1 to the upstream unless it is built `http2_only`).
 ///
 /// The upstream's response passes with its hop-by-hop headers removed. When no response head
 /// comes, the gateway answers itself, with a status an `EventSource` does not retry:
 /// `502 Bad Gateway` when the client fails (connection refused or reset, a broken head), and
-/// `504 Gateway Timeout` after the [head timeout](Self::head_timeout). Once the head has come,
-/// the body is the upstream's: an upstream that fails mid-stream ends the event stream with an
-/// `error` event, and a client that leaves drops the upstream request and its connection.
+/// `504 Gateway Timeout` after the [head timeout](Self::head_timeout); the client's error is not
+/// shown to the peer. `CONNECT` is refused (`405`): the gateway forwards requests, not tunnels.
+/// Once the head has come, the body is the upstream's: under [`SseLayer`](crate::SseLayer), an
+/// upstream that fails mid-stream ends the event stream with an `error` event, and a client that
+/// leaves drops the upstream request (an HTTP/1.1 upstream connection is closed).
 ///
 /// `Upstream` adds no `Forwarded` or `X-Forwarded-*` headers: it does not know the peer's
-/// address. Add them in a layer of your own where the server knows it.
+/// address. Add them, and remove the ones a client may forge, in a layer of your own where the
+/// server knows the peer.
 ///
 /// ```
 /// use std::time::Duration;
@@ -120,13 +156,20 @@ pub struct Upstream<C> {
 }
 
 impl<C> Upstream<C> {
-    /// Forwards to `upstream` (a scheme, an authority and an optional path, no query) through
-    /// `client`. The head timeout is [`DEFAULT_HEAD_TIMEOUT`].
+    /// Forwards to `upstream` (`http` or `https`, an authority and an optional path, no query)
+    /// through `client`; an `https` upstream needs a client with a TLS connector. The head
+    /// timeout is [`DEFAULT_HEAD_TIMEOUT`].
     pub fn new(client: C, upstream: Uri) -> Result<Self, InvalidUpstream> {
         let parts = upstream.into_parts();
         let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
             return Err(InvalidUpstream("it needs a scheme and an authority"));
         };
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(InvalidUpstream("its scheme must be http or https"));
+        }
+        if authority.as_str().contains('@') {
+            return Err(InvalidUpstream("it must not hold credentials"));
+        }
         let path = parts
             .path_and_query
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -142,10 +185,12 @@ impl<C> Upstream<C> {
         })
     }
 
-    /// How long to wait for the upstream's response head, connecting included, before
-    /// answering `504 Gateway Timeout` (default 60 s). `Duration::ZERO` waits for ever. The
-    /// body, once it flows, has no deadline: heartbeats keep the client's connection open while
-    /// the upstream is silent.
+    /// How long to wait for the upstream's response head before answering
+    /// `504 Gateway Timeout` (default 30 s). It runs from the call, and covers waiting for the
+    /// client to be ready, connecting, and sending the request body. Keep it below the idle
+    /// timeout of any proxy in front. `Duration::ZERO` waits for ever. The body, once it flows,
+    /// has no deadline: heartbeats keep the client's connection open while the upstream is
+    /// silent.
     pub fn head_timeout(mut self, timeout: Duration) -> Self {
         self.head_timeout = (!timeout.is_zero()).then_some(timeout);
         self
@@ -156,18 +201,38 @@ impl<C> Upstream<C> {
         &self.client
     }
 
-    /// The request as the upstream gets it.
-    fn forwarded<B>(&self, request: Request<B>) -> Result<Request<B>, http::Error> {
+    /// The request as the upstream gets it, or the status that refuses it.
+    fn forwarded<B>(&self, request: Request<B>) -> Result<Request<B>, StatusCode> {
         let (mut parts, body) = request.into_parts();
+        if parts.method == Method::CONNECT {
+            return Err(StatusCode::METHOD_NOT_ALLOWED);
+        }
         let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let path = PathAndQuery::try_from(format!("{}{path}", self.prefix))?;
+        if !self.prefix.is_empty() && has_dot_segment(parts.uri.path()) {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        // Only a path too long for a URI once the prefix is put before it can fail here.
+        let path = PathAndQuery::try_from(format!("{}{path}", self.prefix))
+            .map_err(|_| StatusCode::URI_TOO_LONG)?;
         parts.uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path)
-            .build()?;
-        remove_hop_by_hop_headers(&mut parts.headers);
-        parts.headers.remove(header::HOST);
+            .build()
+            .map_err(|_| StatusCode::URI_TOO_LONG)?;
+        let headers = &mut parts.headers;
+        remove_hop_by_hop_headers(headers);
+        join_cookies(headers);
+        let host = HeaderValue::from_str(self.authority.as_str());
+        headers.insert(header::HOST, host.map_err(|_| StatusCode::BAD_GATEWAY)?);
+        let via = match parts.version {
+            Version::HTTP_10 => "1.0",
+            Version::HTTP_2 => "2",
+            Version::HTTP_3 => "3",
+            _ => "1.1",
+        };
+        let via = HeaderValue::from_str(&format!("{via} {VIA}"));
+        headers.append(header::VIA, via.map_err(|_| StatusCode::BAD_GATEWAY)?);
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
     }
@@ -193,10 +258,7 @@ where
                 client: self.client.clone(),
                 request: Some(request),
             },
-            // Only a path too long for a URI once the upstream's path is put before it.
-            Err(_) => State::Answered {
-                status: StatusCode::URI_TOO_LONG,
-            },
+            Err(status) => State::Answered { status },
         };
         UpstreamFuture {
             state,
@@ -346,6 +408,8 @@ mod tests {
         assert!(upstream("http://127.0.0.1:9000").is_ok());
         assert!(upstream("/only/a/path").is_err());
         assert!(upstream("http://127.0.0.1:9000/?x=1").is_err());
+        assert!(upstream("ftp://127.0.0.1:9000").is_err());
+        assert!(upstream("http://user:secret@127.0.0.1:9000").is_err());
     }
 
     #[test]
@@ -361,10 +425,44 @@ mod tests {
             ("https://up/api", "/a/b", "https://up/api/a/b"),
         ] {
             let request = Request::get(path).version(Version::HTTP_2).body(())?;
-            let forwarded = upstream(base)?.forwarded(request)?;
+            let forwarded = upstream(base)?
+                .forwarded(request)
+                .map_err(|s| s.to_string())?;
             assert_eq!(forwarded.uri(), expected);
             assert_eq!(forwarded.version(), Version::HTTP_11);
+            assert_eq!(forwarded.headers()["via"], "2 tower-sse");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn no_path_climbs_out_of_the_prefix() -> Result<(), Box<dyn std::error::Error>> {
+        let api = upstream("http://up:9000/api")?;
+        for path in ["/../admin", "/a/%2E%2e/b", "/a/./b", "/a/.%2e"] {
+            let refused = api.forwarded(Request::get(path).body(())?);
+            assert_eq!(refused.err(), Some(StatusCode::BAD_REQUEST), "{path}");
+        }
+        let fine = api.forwarded(Request::get("/a/..b/.c").body(())?);
+        assert!(fine.is_ok());
+        let connect = Request::connect("up:443").body(())?;
+        assert_eq!(
+            api.forwarded(connect).err(),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn split_cookies_are_joined() -> Result<(), Box<dyn std::error::Error>> {
+        let request = Request::get("/")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(())?;
+        let forwarded = upstream("http://up")?
+            .forwarded(request)
+            .map_err(|s| s.to_string())?;
+        let cookies: Vec<_> = forwarded.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
         Ok(())
     }
 
@@ -384,14 +482,20 @@ mod tests {
             .header("last-event-id", "41")
             .header("authorization", "Bearer t")
             .body(())?;
-        let forwarded = upstream("http://up:9000")?.forwarded(request)?;
+        let forwarded = upstream("http://up:9000")?
+            .forwarded(request)
+            .map_err(|s| s.to_string())?;
         let mut names: Vec<&str> = forwarded
             .headers()
             .keys()
             .map(|name| name.as_str())
             .collect();
         names.sort_unstable();
-        assert_eq!(names, ["accept", "authorization", "last-event-id"]);
+        assert_eq!(
+            names,
+            ["accept", "authorization", "host", "last-event-id", "via"]
+        );
+        assert_eq!(forwarded.headers()["host"], "up:9000");
         assert_eq!(forwarded.headers()["last-event-id"], "41");
         Ok(())
     }
