@@ -279,6 +279,39 @@ mod tests {
     }
 
     #[test]
+    fn an_event_stream_request_becomes_the_call_tonic_expects() -> Result<(), http::Error> {
+        let request = Request::get("/feed.Ticker/Subscribe?message=CAU")
+            .header("accept", "text/event-stream")
+            .header("last-event-id", "4")
+            .header("content-length", "0")
+            .header("grpc-accept-encoding", "gzip")
+            .header("grpc-encoding", "gzip")
+            .body(http_body_util::Empty::<Bytes>::new())?;
+        let Ok(call) = into_grpc_call(request, 16) else {
+            panic!("the request is valid"); // ok: test
+        };
+        assert_eq!(call.method(), Method::POST);
+        assert_eq!(call.uri(), "/feed.Ticker/Subscribe?message=CAU");
+        let headers = call.headers();
+        assert_eq!(headers["content-type"], "application/grpc");
+        assert_eq!(headers["te"], "trailers");
+        assert_eq!(headers["last-event-id"], "4");
+        for absent in ["content-length", "grpc-accept-encoding", "grpc-encoding"] {
+            assert!(headers.get(absent).is_none(), "{absent}");
+        }
+        assert_eq!(call.body().size_hint().exact(), Some(7));
+
+        let announced = Request::post("/feed.Ticker/Subscribe")
+            .header("content-length", "17")
+            .body(http_body_util::Empty::<Bytes>::new())?;
+        let refused = into_grpc_call(announced, 16)
+            .err()
+            .map(|refused| refused.status);
+        assert_eq!(refused, Some(StatusCode::PAYLOAD_TOO_LARGE));
+        Ok(())
+    }
+
+    #[test]
     fn a_frame_is_prefixed_with_flag_and_length() {
         assert_eq!(&frame(&[8, 1])[..], [0, 0, 0, 0, 2, 8, 1]);
         assert_eq!(&frame(&[])[..], [0, 0, 0, 0, 0]);
