@@ -289,9 +289,20 @@ async fn a_trailers_only_failure_is_an_http_status() {
             fail_code: code as i32,
             ..Default::default()
         };
-        let (status, content_type, body) = fetch(addr, &subscribe_path(&request), &[]).await;
+        let response = support::get_sse(addr, &subscribe_path(&request)).await;
+        let status = response.status().as_u16();
+        let header = |name| {
+            response.headers()[name]
+                .to_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (content_type, cache_control) = (header("content-type"), header("cache-control"));
+        assert_eq!(header("vary"), "accept");
+        let body = support::collect(response.into_body()).await;
         assert_eq!(status, http, "{code:?}");
         assert_eq!(content_type, "application/json");
+        assert_eq!(cache_control, "no-store");
         let expected = format!(
             "{{\"code\":{},\"message\":\"refused: the feed is closed\"}}",
             code as i32
@@ -342,6 +353,38 @@ async fn no_message_is_the_empty_request_and_a_post_body_is_the_message() {
     assert_eq!(
         events(&body),
         "retry: 3000\n\ndata: {\"n\":7,\"text\":\"tick 7\"}\n\n"
+    );
+}
+
+#[tokio::test]
+async fn a_post_needs_a_length_within_the_limit() {
+    let (addr, _) = serve(Some(layer().max_message_size(8).grpc())).await;
+    let answer = |request: &'static str| async move {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(request.as_bytes()).await.expect("request");
+        let mut response = Vec::new();
+        let _ = timeout(Duration::from_secs(5), tcp.read_to_end(&mut response)).await;
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    let chunked = answer(
+        "POST /feed.Ticker/Subscribe HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n2\r\n\x08\x01\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(chunked.starts_with("HTTP/1.1 411 "), "{chunked}");
+    assert!(
+        chunked.ends_with("a POST subscription needs a Content-Length"),
+        "{chunked}"
+    );
+    let long = answer(
+        "POST /feed.Ticker/Subscribe HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\
+         content-length: 9\r\nconnection: close\r\n\r\n123456789",
+    )
+    .await;
+    assert!(long.starts_with("HTTP/1.1 413 "), "{long}");
+    assert!(
+        long.ends_with("the request message exceeds 8 bytes"),
+        "{long}"
     );
 }
 
@@ -452,7 +495,12 @@ async fn plain_client_results(addr: SocketAddr) -> (Tick, Vec<Tick>, Code, Strin
 
 #[tokio::test]
 async fn plain_tonic_clients_get_the_same_results_through_the_layer() {
-    let (with_layer, _) = serve(Some(layer_json())).await;
+    // `always` too: it must not turn plain gRPC calls into event streams.
+    let layer = layer()
+        .always()
+        .map_message(|message| grpc::json_event::<Tick>(&message))
+        .grpc();
+    let (with_layer, _) = serve(Some(layer)).await;
     let (without, _) = serve(None).await;
     let through = plain_client_results(with_layer).await;
     let direct = plain_client_results(without).await;

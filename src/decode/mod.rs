@@ -34,8 +34,9 @@ pub enum Framing {
     /// event is encoded again, so heartbeats fall between events and no field can be injected.
     EventStream,
     /// gRPC length-prefixed messages (split or packed across frames in any way), the status
-    /// taken from the trailers. Used by [`GrpcLayer`](crate::grpc::GrpcLayer) for gRPC
-    /// responses; forcing it on another layer expects the trailers of a gRPC body.
+    /// taken from the trailers. [`GrpcLayer`](crate::grpc::GrpcLayer) uses it for gRPC
+    /// responses; a plain `SseLayer` passes `application/grpc` responses through untouched, so
+    /// forcing it there only applies to bodies that are gRPC without saying so.
     #[cfg(feature = "grpc")]
     Grpc,
 }
@@ -107,14 +108,8 @@ impl Decoder {
                 Self::EventStream(Box::new(EventStreamDecoder::new(max_message_size)))
             }
             #[cfg(feature = "grpc")]
-            Framing::Grpc => Self::grpc(max_message_size, false),
+            Framing::Grpc => Self::Grpc(grpc::GrpcDecoder::new(max_message_size)),
         }
-    }
-
-    /// The gRPC decoder; `status_seen` when a trailers-only head already gave the status.
-    #[cfg(feature = "grpc")]
-    pub(crate) fn grpc(max_message_size: usize, status_seen: bool) -> Self {
-        Self::Grpc(grpc::GrpcDecoder::new(max_message_size, status_seen))
     }
 
     /// Decodes one chunk, calling `emit` for every complete item. Stops at the first error.

@@ -15,9 +15,10 @@
 //! ```
 //!
 //! - **Request.** The call's one request message is the `message` query parameter (the protobuf
-//!   bytes in base64url, padded or not), or the raw protobuf body of a `POST`, or the empty
-//!   message when neither is given. A `message` that is not base64url is answered `400`, one over
-//!   `max_message_size` `413`, before the call. Compression is never advertised.
+//!   bytes in base64url, padded or not), or the raw protobuf body of a `POST` (with a
+//!   `Content-Length`, else `411`), or the empty message when neither is given. A `message` that
+//!   is not base64url is answered `400`, one over `max_message_size` `413`, before the call.
+//!   Compression is never advertised.
 //! - **Messages.** Each message becomes one event through the mapper; by default its data is the
 //!   standard base64 of the protobuf bytes. [`decode`] and [`json_event`] give typed messages.
 //! - **Status.** `grpc-status` OK in the trailers ends the stream cleanly. Any other status ends
@@ -38,7 +39,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::response::Parts;
-use http::{header, HeaderMap, HeaderValue, Request, Response};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
 use pin_project_lite::pin_project;
 use tokio_util::sync::DropGuard;
 use tower_layer::Layer;
@@ -46,9 +47,10 @@ use tower_service::Service;
 
 use crate::decode::Decoder;
 use crate::future::{rewrite_headers, StreamRequest};
+use crate::gateway::remove_hop_by_hop_headers;
 use crate::layer::Config;
 use crate::service::accepts_event_stream;
-use crate::{Event, EventError, Message, SseBody, SseService};
+use crate::{Event, EventError, Framing, Message, SseBody, SseService, StreamError};
 
 pub use request::RequestBody;
 pub(crate) use status::Status;
@@ -82,7 +84,12 @@ where
 }
 
 /// The layer [`SseLayer::grpc`](crate::SseLayer::grpc) gives: [`SseLayer`](crate::SseLayer)'s
-/// behaviour, for a tonic server. Configure the `SseLayer` before calling `.grpc()`.
+/// behaviour, for a tonic server. Configure the `SseLayer` before calling `.grpc()`;
+/// [`always`](crate::SseLayer::always) does not apply, since plain gRPC calls must pass.
+///
+/// A request becomes a gRPC call when it asks for `text/event-stream`, is a `GET` or `POST`, has
+/// a path of the form `/package.Service/Method`, and is not already gRPC. Other event stream
+/// requests (say, an axum route added with tonic's `add_routes`) are served as by `SseLayer`.
 #[derive(Clone)]
 pub struct GrpcLayer {
     config: Arc<Config>,
@@ -90,7 +97,10 @@ pub struct GrpcLayer {
 
 impl GrpcLayer {
     pub(crate) fn new(mut config: Arc<Config>) -> Self {
-        Arc::make_mut(&mut config).grpc = true;
+        let config_mut = Arc::make_mut(&mut config);
+        config_mut.grpc = true;
+        // Negotiation by `Accept` only: converting every request would re-frame plain gRPC calls.
+        config_mut.always = false;
         Self { config }
     }
 }
@@ -150,8 +160,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let event_stream = self.config.always || accepts_event_stream(request.headers());
-        let request = if event_stream {
+        let request = if is_event_stream_call(&request) {
             match request::into_grpc_call(request, self.config.max_message_size) {
                 Ok(request) => request,
                 Err(refused) => {
@@ -171,6 +180,23 @@ where
             kind: FutureKind::Called { future },
         }
     }
+}
+
+/// Whether a request is an event stream subscription to a gRPC method.
+fn is_event_stream_call<B>(request: &Request<B>) -> bool {
+    let mut segments = request.uri().path().split('/');
+    let rpc_path = segments.next() == Some("")
+        && segments.next().is_some_and(|service| !service.is_empty())
+        && segments.next().is_some_and(|method| !method.is_empty())
+        && segments.next().is_none();
+    let grpc_already = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+    matches!(*request.method(), Method::GET | Method::POST)
+        && rpc_path
+        && !grpc_already
+        && accepts_event_stream(request.headers())
 }
 
 pin_project! {
@@ -236,22 +262,30 @@ pub(crate) fn into_event_stream<B>(
     stream: StreamRequest,
     done: Option<DropGuard>,
 ) -> Response<SseBody<B>> {
+    let mut decoder = Decoder::new(Framing::Grpc, stream.config.max_message_size);
     // A status in the head is a "trailers-only" response: the call ended before any message.
-    let trailers_only = Status::from_headers(&head.headers);
-    if let Some(status) = &trailers_only {
-        if status.code != code::OK {
-            let json = status::status_json(status.code, &status.message);
-            return answer(http_status(status.code), "application/json", json);
+    if let Err(StreamError::Status { code, message }) = decoder.trailers(&head.headers) {
+        let json = status::status_json(code, &message);
+        let mut response = answer(http_status(code), "application/json", json);
+        // The call's own metadata (`www-authenticate` on a 401, say) stays.
+        remove_grpc_headers(&mut head.headers);
+        remove_hop_by_hop_headers(&mut head.headers);
+        for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
+            head.headers.remove(name);
         }
+        let headers = std::mem::take(response.headers_mut());
+        head.headers.extend(headers);
+        *response.headers_mut() = head.headers;
+        return response;
     }
     head.status = http::StatusCode::OK;
     rewrite_headers(&mut head.headers, stream.vary_accept);
     remove_grpc_headers(&mut head.headers);
-    let decoder = Decoder::grpc(stream.config.max_message_size, trailers_only.is_some());
     Response::from_parts(head, SseBody::events(body, decoder, stream.config, done))
 }
 
-/// The layer's own short answer.
+/// The layer's own short answer to an event stream request: not to be cached, and apart from
+/// the answer to the same URL without `Accept: text/event-stream`.
 fn answer<B>(
     status: http::StatusCode,
     content_type: &'static str,
@@ -259,9 +293,10 @@ fn answer<B>(
 ) -> Response<SseBody<B>> {
     let mut response = Response::new(SseBody::answer(text.into()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
     response
 }
 
@@ -274,5 +309,57 @@ fn remove_grpc_headers(headers: &mut HeaderMap) {
         .collect();
     for name in names {
         headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(method: Method, path: &str, content_type: Option<&str>) -> bool {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("accept", "text/event-stream");
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request
+            .body(())
+            .is_ok_and(|request| is_event_stream_call(&request))
+    }
+
+    #[test]
+    fn only_subscriptions_to_a_method_become_calls() {
+        assert!(call(Method::GET, "/feed.Ticker/Subscribe", None));
+        assert!(call(Method::POST, "/feed.Ticker/Subscribe?x=1", None));
+        assert!(!call(Method::PUT, "/feed.Ticker/Subscribe", None));
+        assert!(!call(Method::HEAD, "/feed.Ticker/Subscribe", None));
+        assert!(!call(Method::GET, "/", None));
+        assert!(!call(Method::GET, "/events", None));
+        assert!(!call(Method::GET, "/a/b/c", None));
+        assert!(!call(Method::GET, "/feed.Ticker/", None));
+        assert!(!call(
+            Method::POST,
+            "/feed.Ticker/Subscribe",
+            Some("application/grpc")
+        ));
+        let plain = Request::get("/feed.Ticker/Subscribe").body(());
+        assert!(plain.is_ok_and(|request| !is_event_stream_call(&request)));
+    }
+
+    #[test]
+    fn grpc_responses_are_told_from_grpc_web() {
+        let grpc = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            is_grpc(&headers)
+        };
+        assert!(grpc("application/grpc"));
+        assert!(grpc("Application/GRPC+proto"));
+        assert!(grpc("application/grpc; charset=utf-8"));
+        assert!(!grpc("application/grpc-web"));
+        assert!(!grpc("application/grpc-web-text+proto"));
+        assert!(!grpc("application/json"));
     }
 }

@@ -168,8 +168,8 @@ impl<B> fmt::Debug for RequestBody<B> {
     }
 }
 
-/// A POST body longer than `max_message_size`, sent without a `Content-Length` (one that
-/// announces it is refused with `413` before the call).
+/// A POST body longer than its `Content-Length` allowed (the server's HTTP layer normally stops
+/// it first).
 #[derive(Debug)]
 struct RequestTooLarge {
     limit: usize,
@@ -197,13 +197,23 @@ pub(super) fn into_grpc_call<B>(
     request: Request<B>,
     max: usize,
 ) -> Result<Request<RequestBody<B>>, Refused> {
+    // The length prefix holds a `u32`.
+    let max = max.min(u32::MAX as usize);
     let (mut parts, body) = request.into_parts();
     let body = if parts.method == Method::POST {
         let announced = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
-        if announced.is_some_and(|length| length > max as u64) {
+        // The length is known before the call, so a body too long is refused here, not by a
+        // failing call. `fetch` always sends it for a bytes body.
+        let Some(announced) = announced else {
+            return Err(Refused {
+                status: StatusCode::LENGTH_REQUIRED,
+                reason: "a POST subscription needs a Content-Length".into(),
+            });
+        };
+        if announced > max as u64 {
             return Err(too_large(max));
         }
         RequestBody::collect(body, max)

@@ -95,14 +95,16 @@ pub(crate) struct Status {
 }
 
 impl Status {
-    /// Reads `grpc-status` (a status that does not parse is `UNKNOWN`, as gRPC clients read it)
+    /// Reads `grpc-status` (one that does not parse, or is not a defined code, is `UNKNOWN`, as
+    /// gRPC clients read it)
     /// and the percent-encoded `grpc-message`. Other headers, `grpc-status-details-bin` among
     /// them, are not read at all, so no malformed value can fail here.
     pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
         let code = headers.get("grpc-status")?;
         let code = std::str::from_utf8(code.as_bytes())
             .ok()
-            .and_then(|code| code.trim().parse().ok())
+            .and_then(|code| code.parse().ok())
+            .filter(|code| (code::OK..=code::UNAUTHENTICATED).contains(code))
             .unwrap_or(code::UNKNOWN);
         let message = headers
             .get("grpc-message")
