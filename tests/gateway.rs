@@ -575,21 +575,7 @@ async fn a_client_that_leaves_closes_the_upstream_connection() {
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
 
     // A raw client: it reads a few events, then its socket is closed, as a tab is.
-    let mut client = TcpStream::connect(gateway).await.expect("connect");
-    client
-        .write_all(b"GET /watch HTTP/1.1\r\nhost: gateway\r\naccept: text/event-stream\r\n\r\n")
-        .await
-        .expect("request");
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !support::text(&seen).contains("{\"n\":2}") {
-        let n = timeout(Duration::from_secs(5), client.read(&mut buf))
-            .await
-            .expect("events arrive")
-            .expect("read");
-        assert!(n > 0, "the gateway closed early: {seen:?}");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let client = support::subscribe_raw(gateway, "/watch", "{\"n\":2}").await;
     drop(client);
     let left = Instant::now();
     let closed = timeout(Duration::from_secs(5), closed_rx.recv())
@@ -665,12 +651,6 @@ async fn a_post_with_a_body_reaches_the_upstream_under_its_path_prefix() {
     let service = layer().layer(Upstream::new(client, uri).expect("a valid upstream"));
     let gateway = support::serve(service).await;
 
-    let tcp = TcpStream::connect(gateway).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("handshake");
-    tokio::spawn(connection);
     let request = http::Request::post("/chat?stream=1")
         .header("host", "gateway")
         .header("accept", "text/event-stream")
@@ -679,7 +659,7 @@ async fn a_post_with_a_body_reaches_the_upstream_under_its_path_prefix() {
             b"{\"prompt\":\"hi\"}",
         )))
         .expect("request");
-    let response = sender.send_request(request).await.expect("response");
+    let response = support::send(gateway, request).await;
     let body = support::collect(response.into_body()).await;
     assert_eq!(
         without_heartbeats(&body).0,

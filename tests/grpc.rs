@@ -389,19 +389,13 @@ async fn a_post_needs_a_length_within_the_limit() {
 }
 
 async fn post(addr: SocketAddr, path: &str, body: Vec<u8>) -> Vec<u8> {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("handshake");
-    tokio::spawn(connection);
     let request = Request::post(path)
         .header("host", addr.to_string())
         .header("accept", "text/event-stream")
         .header("content-type", "application/octet-stream")
         .body(Full::new(Bytes::from(body)))
         .expect("request");
-    let response = sender.send_request(request).await.expect("response");
+    let response = support::send(addr, request).await;
     assert_eq!(response.status(), 200);
     timeout(
         Duration::from_secs(10),
@@ -435,22 +429,7 @@ async fn the_rpc_stream_is_dropped_within_100_ms_of_the_client_leaving() {
         interval_ms: 10,
         ..Default::default()
     };
-    let mut client = TcpStream::connect(addr).await.expect("connect");
-    let head = format!(
-        "GET {} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n",
-        subscribe_path(&request)
-    );
-    client.write_all(head.as_bytes()).await.expect("request");
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !support::text(&seen).contains("tick 3") {
-        let n = timeout(Duration::from_secs(5), client.read(&mut buf))
-            .await
-            .expect("ticks arrive")
-            .expect("read");
-        assert!(n > 0, "the server closed early");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let client = support::subscribe_raw(addr, &subscribe_path(&request), "tick 3").await;
     drop(client);
     let left = Instant::now();
     let dropped = timeout(Duration::from_secs(2), drops.recv())

@@ -101,20 +101,49 @@ pub async fn serve_axum(router: axum::Router) -> SocketAddr {
     addr
 }
 
-/// Sends one GET over a new HTTP/1.1 connection with the given headers.
-pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+/// Sends one request over a new HTTP/1.1 connection.
+pub async fn send<B>(addr: SocketAddr, request: Request<B>) -> Response<Incoming>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
             .await
             .expect("handshake");
     tokio::spawn(connection);
+    sender.send_request(request).await.expect("response")
+}
+
+/// Sends one GET over a new HTTP/1.1 connection with the given headers.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
     let mut request = Request::get(path).header("host", addr.to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Empty::<Bytes>::new()).expect("request");
-    sender.send_request(request).await.expect("response")
+    send(addr, request.body(Empty::<Bytes>::new()).expect("request")).await
+}
+
+/// Opens an event stream on a raw socket, as a browser tab does, and reads until the text
+/// received contains `until`; dropping the socket is then the tab closing.
+pub async fn subscribe_raw(addr: SocketAddr, path: &str, until: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.expect("request");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(until) {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("events arrive")
+            .expect("read");
+        assert!(n > 0, "the server closed early: {seen:?}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    tcp
 }
 
 /// Sends one GET as an `EventSource` would.
