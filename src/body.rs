@@ -4,19 +4,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::DropGuard;
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 
 use crate::decode::{Decoder, Item};
 use crate::error::BoxError;
 use crate::layer::Config;
-use crate::lifecycle::Tracker;
-use crate::{Event, StreamError};
+use crate::lifecycle::{jittered, Tracker};
+use crate::{CloseReason, Event, StreamError};
 
 /// Events already ready are coalesced into one body frame up to this size: the cost per frame,
 /// not the encoding, bounds throughput. Coalescing never waits for more events.
@@ -54,8 +53,11 @@ pin_project! {
         Events {
             #[pin]
             body: B,
+            // Fires for the next heartbeat or the maximum age, whichever is first.
             #[pin]
-            heartbeat: Option<Sleep>,
+            timer: Option<Sleep>,
+            #[pin]
+            shutdown: Option<WaitForCancellationFutureOwned>,
             stream: Stream,
         },
         // The layer's own short answer (a refused request), taken when sent.
@@ -74,6 +76,8 @@ struct Stream {
     phase: Phase,
     /// When the last bytes were handed on; heartbeats are due an interval after it.
     last_write: Instant,
+    /// When the stream reaches its maximum age.
+    age_limit: Option<Instant>,
     tracker: Tracker,
 }
 
@@ -81,7 +85,8 @@ struct Stream {
 enum Phase {
     /// Reading the inner body.
     Streaming,
-    /// The inner body ended or failed: send what is buffered, then end.
+    /// The inner body ended or failed, or the stream is closing: send what is buffered (whole
+    /// events only), then end.
     Ending,
     /// Ended.
     Done,
@@ -96,7 +101,6 @@ impl<B> SseBody<B> {
     }
 
     /// The layer's own answer: `text`, then the end. The inner body, if any, is not read.
-    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     pub(crate) fn answer(text: Bytes) -> Self {
         Self {
             kind: Kind::Answer { text: Some(text) },
@@ -110,23 +114,29 @@ impl<B> SseBody<B> {
         config: Arc<Config>,
         done: Option<DropGuard>,
     ) -> Self {
+        let disconnect = done.map_or_else(CancellationToken::new, DropGuard::disarm);
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&config.preamble);
+        let now = Instant::now();
         let stream = Stream {
             decoder,
             buf,
             phase: Phase::Streaming,
-            last_write: Instant::now(),
-            tracker: Tracker::new(config.on_disconnect.clone()),
-            config,
+            last_write: now,
+            age_limit: config
+                .max_age
+                .and_then(|age| now.checked_add(jittered(age))),
+            tracker: Tracker::new(config.clone(), disconnect.clone()),
+            config: config.clone(),
         };
         Self {
             kind: Kind::Events {
                 body,
-                heartbeat: None,
+                timer: None,
+                shutdown: config.shutdown.clone().map(CancellationToken::cancelled_owned),
                 stream,
             },
-            done,
+            done: Some(disconnect.drop_guard()),
         }
     }
 
@@ -167,9 +177,12 @@ where
             }),
             KindProj::Events {
                 body,
-                heartbeat,
+                timer,
+                shutdown,
                 stream,
-            } => stream.poll(body, heartbeat, cx).map(|frame| frame.map(Ok)),
+            } => stream
+                .poll(body, timer, shutdown, cx)
+                .map(|frame| frame.map(Ok)),
             KindProj::Answer { text } => Poll::Ready(text.take().map(|text| Ok(Frame::data(text)))),
         }
     }
@@ -197,7 +210,8 @@ impl Stream {
     fn poll<B>(
         &mut self,
         mut body: Pin<&mut B>,
-        heartbeat: Pin<&mut Option<Sleep>>,
+        timer: Pin<&mut Option<Sleep>>,
+        shutdown: Pin<&mut Option<WaitForCancellationFutureOwned>>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Frame<Bytes>>>
     where
@@ -205,6 +219,22 @@ impl Stream {
         B::Error: Into<BoxError>,
     {
         self.tracker.polled();
+        if self.phase == Phase::Done {
+            return Poll::Ready(None);
+        }
+        if self.tracker.closed_elsewhere() {
+            // Reported as stalled while the connection could not write: it is back, and gets
+            // the end at once.
+            self.phase = Phase::Done;
+            return Poll::Ready(None);
+        }
+        if self.phase == Phase::Streaming {
+            if shutdown.as_pin_mut().is_some_and(|signal| signal.poll(cx).is_ready()) {
+                self.close(CloseReason::Shutdown);
+            } else if self.age_limit.is_some_and(|limit| Instant::now() >= limit) {
+                self.close(CloseReason::MaxAge);
+            }
+        }
         // Encode every message the inner body has ready, up to the flush bound; never wait.
         let mut budget = FRAMES_PER_POLL;
         while self.phase == Phase::Streaming && self.buf.len() < FLUSH_AT {
@@ -237,21 +267,37 @@ impl Stream {
             }
         }
 
+        if self.phase == Phase::Streaming && self.buf.is_empty() {
+            match self.poll_timer(timer, cx) {
+                Some(Due::Heartbeat) => {
+                    // Shared, encoded once: a heartbeat allocates nothing.
+                    let heartbeat = self.config.heartbeat_bytes.clone();
+                    return Poll::Ready(Some(self.hand_on(heartbeat)));
+                }
+                Some(Due::MaxAge) => self.close(CloseReason::MaxAge),
+                None => return Poll::Pending,
+            }
+        }
         if !self.buf.is_empty() {
             return Poll::Ready(Some(self.flush()));
         }
-        if self.phase != Phase::Streaming {
-            self.phase = Phase::Done;
-            self.tracker.ended();
-            return Poll::Ready(None);
+        if self.phase == Phase::Streaming {
+            return Poll::Pending;
         }
-        match self.config.heartbeat {
-            Some(interval) if self.poll_heartbeat(heartbeat, interval, cx) => {
-                // Shared, encoded once: a heartbeat allocates nothing.
-                let heartbeat = self.config.heartbeat_bytes.clone();
-                Poll::Ready(Some(self.hand_on(heartbeat)))
-            }
-            _ => Poll::Pending,
+        self.phase = Phase::Done;
+        self.tracker.ended();
+        Poll::Ready(None)
+    }
+
+    /// Stops reading the inner body (an unfinished message in the decoder is dropped: the
+    /// client sees only whole events) and ends after what is encoded, and the shutdown event
+    /// when the shutdown signal is the reason.
+    fn close(&mut self, reason: CloseReason) {
+        self.phase = Phase::Ending;
+        self.tracker.closing(reason);
+        if reason == CloseReason::Shutdown && !self.config.shutdown_event.is_empty() {
+            self.buf.extend_from_slice(&self.config.shutdown_event);
+            self.tracker.event_sent(None);
         }
     }
 
@@ -275,6 +321,7 @@ impl Stream {
     /// Ends the stream after the events already encoded and a final error event.
     fn fail(&mut self, error: &StreamError) {
         self.phase = Phase::Ending;
+        self.tracker.failed(error);
         if let Some(mut event) = self.config.error_event(error) {
             event.encode_into(&mut self.buf);
             self.tracker.event_sent(event.take_id());
@@ -298,40 +345,57 @@ impl Stream {
 
     fn hand_on(&mut self, bytes: Bytes) -> Frame<Bytes> {
         self.last_write = Instant::now();
-        self.tracker.bytes_sent(bytes.len());
+        self.tracker.handed_on(bytes.len());
         Frame::data(bytes)
     }
 
-    /// Whether a heartbeat is due. The timer is only re-armed when it fires early (because
-    /// something was written since it was set), so a busy stream costs no timer work per event.
-    fn poll_heartbeat(
-        &self,
-        mut timer: Pin<&mut Option<Sleep>>,
-        interval: Duration,
-        cx: &mut Context<'_>,
-    ) -> bool {
+    /// What is due on an idle stream, if anything: a heartbeat, or the end of its maximum age.
+    /// The timer is only re-armed when it fires early (because something was written since it
+    /// was set), so a busy stream costs no timer work per event.
+    fn poll_timer(&self, mut timer: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> Option<Due> {
         // An interval too long to add to a clock reading never comes due.
-        let Some(due) = self.last_write.checked_add(interval) else {
-            return false;
+        let heartbeat = self
+            .config
+            .heartbeat
+            .and_then(|interval| self.last_write.checked_add(interval));
+        let next = match (heartbeat, self.age_limit) {
+            (Some(heartbeat), Some(limit)) => heartbeat.min(limit),
+            (due, None) | (None, due) => due?,
         };
         if timer.is_none() {
-            timer.set(Some(tokio::time::sleep_until(due)));
+            timer.set(Some(tokio::time::sleep_until(next)));
         }
-        let Some(mut sleep) = timer.as_pin_mut() else {
-            return false;
-        };
+        let mut sleep = timer.as_pin_mut()?;
         loop {
             if sleep.as_mut().poll(cx).is_pending() {
-                return false;
+                return None;
             }
             let now = Instant::now();
-            if now >= due {
-                sleep.reset(now.checked_add(interval).unwrap_or(due));
-                return true;
+            if self.age_limit.is_some_and(|limit| now >= limit) {
+                return Some(Due::MaxAge);
             }
-            sleep.as_mut().reset(due);
+            if heartbeat.is_some_and(|due| now >= due) {
+                // The heartbeat written now moves the next one an interval on.
+                let after = self
+                    .config
+                    .heartbeat
+                    .and_then(|interval| now.checked_add(interval));
+                let after = match (after, self.age_limit) {
+                    (Some(after), Some(limit)) => after.min(limit),
+                    (after, limit) => after.or(limit).unwrap_or(next),
+                };
+                sleep.reset(after);
+                return Some(Due::Heartbeat);
+            }
+            sleep.as_mut().reset(next);
         }
     }
+}
+
+/// What the timer of an idle stream found due.
+enum Due {
+    Heartbeat,
+    MaxAge,
 }
 
 /// Maps and encodes one decoded item into the output buffer.

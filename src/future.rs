@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use bytes::BytesMut;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio_util::sync::DropGuard;
@@ -26,28 +27,55 @@ pin_project! {
     /// rewritten and its body wrapped in an [`SseBody`].
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
-        // Cancels the request's `Disconnect` handle when dropped; moves into the body.
-        done: Option<DropGuard>,
-        // Set when the request asked for an event stream.
-        stream: Option<StreamRequest>,
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called {
+            #[pin]
+            inner: F,
+            // Cancels the request's `Disconnect` handle when dropped; moves into the body.
+            done: Option<DropGuard>,
+            // Set when the request asked for an event stream.
+            stream: Option<StreamRequest>,
+        },
+        // An event stream request after the shutdown signal: answered without a call.
+        ShuttingDown {
+            stream: Option<StreamRequest>,
+        },
     }
 }
 
 impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (state, event_stream) = match &self.state {
+            State::Called { stream, .. } => ("called", stream.is_some()),
+            State::ShuttingDown { .. } => ("shutting down", true),
+        };
         f.debug_struct("ResponseFuture")
-            .field("event_stream", &self.stream.is_some())
-            .finish_non_exhaustive()
+            .field("state", &state)
+            .field("event_stream", &event_stream)
+            .finish()
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, done: DropGuard, stream: Option<StreamRequest>) -> Self {
-        Self {
+        let state = State::Called {
             inner,
             done: Some(done),
             stream,
+        };
+        Self { state }
+    }
+
+    pub(crate) fn shutting_down(stream: StreamRequest) -> Self {
+        let stream = Some(stream);
+        Self {
+            state: State::ShuttingDown { stream },
         }
     }
 }
@@ -59,14 +87,40 @@ where
     type Output = Result<Response<SseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
-        let done = this.done.take();
-        Poll::Ready(Ok(match this.stream.take() {
-            None => untouched(response, done),
-            Some(stream) => into_event_stream(response, stream, done),
-        }))
+        match self.project().state.project() {
+            StateProj::Called {
+                inner,
+                done,
+                stream,
+            } => {
+                let response = ready!(inner.poll(cx))?;
+                let done = done.take();
+                Poll::Ready(Ok(match stream.take() {
+                    None => untouched(response, done),
+                    Some(stream) => into_event_stream(response, stream, done),
+                }))
+            }
+            StateProj::ShuttingDown { stream } => match stream.take() {
+                Some(stream) => Poll::Ready(Ok(shutting_down(stream))),
+                // Polled again after it completed: there is nothing left to give.
+                None => Poll::Pending,
+            },
+        }
     }
+}
+
+/// The answer to an event stream request after the shutdown signal: the retry hint, the
+/// shutdown event, and the end. A `200`, since `EventSource` gives up for good on any other
+/// status, where a stream that ends makes it reconnect after the retry delay.
+fn shutting_down<B>(stream: StreamRequest) -> Response<SseBody<B>> {
+    tracing::debug!("event stream refused: shutting down");
+    let config = &stream.config;
+    let mut text = BytesMut::with_capacity(config.preamble.len() + config.shutdown_event.len());
+    text.extend_from_slice(&config.preamble);
+    text.extend_from_slice(&config.shutdown_event);
+    let mut response = Response::new(SseBody::answer(text.freeze()));
+    rewrite_headers(response.headers_mut(), stream.vary_accept);
+    response
 }
 
 /// The response to a request that did not ask for an event stream. It is returned as it is, but

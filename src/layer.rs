@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio_util::sync::CancellationToken;
 use tower_layer::Layer;
 
 use crate::lifecycle::OnClose;
@@ -15,6 +16,9 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(3);
 /// The default limit on one message; past it the stream ends with an `error` event.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+/// The default time a connection may leave a written frame untaken before its client counts as
+/// stalled.
+pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(30);
 
 pub(crate) type MapMessage = Arc<dyn Fn(Message) -> Result<Event, EventError> + Send + Sync>;
 pub(crate) type MapError = Arc<dyn Fn(&StreamError) -> Option<Event> + Send + Sync>;
@@ -31,6 +35,12 @@ pub(crate) struct Config {
     pub(crate) map_message: Option<MapMessage>,
     pub(crate) map_error: Option<MapError>,
     pub(crate) on_disconnect: Option<OnClose>,
+    pub(crate) on_close: Option<OnClose>,
+    pub(crate) shutdown: Option<CancellationToken>,
+    /// The encoded event sent last when the shutdown signal ends a stream (may be empty).
+    pub(crate) shutdown_event: Bytes,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) write_deadline: Option<Duration>,
     /// Event stream requests are gRPC calls ([`GrpcLayer`](crate::grpc::GrpcLayer)).
     #[cfg(feature = "grpc")]
     pub(crate) grpc: bool,
@@ -52,6 +62,11 @@ impl Default for Config {
             map_message: None,
             map_error: None,
             on_disconnect: None,
+            on_close: None,
+            shutdown: None,
+            shutdown_event: Bytes::new(),
+            max_age: None,
+            write_deadline: Some(DEFAULT_WRITE_DEADLINE),
             #[cfg(feature = "grpc")]
             grpc: false,
             heartbeat_bytes: Bytes::new(),
@@ -186,12 +201,83 @@ macro_rules! builder_methods {
             self
         }
 
-        /// Called once for every stream whose client went away before the stream ended.
+        /// Called once for every stream the client ended: it went away
+        /// ([`ClientGone`](crate::CloseReason::ClientGone)) or stopped reading
+        /// ([`Stalled`](crate::CloseReason::Stalled)).
         pub fn on_disconnect<F>(mut self, callback: F) -> Self
         where
             F: Fn(&$crate::CloseInfo) + Send + Sync + 'static,
         {
             self.config_mut().on_disconnect = Some(::std::sync::Arc::new(callback));
+            self
+        }
+
+        /// Called once for every event stream that closes, whatever the
+        /// [reason](crate::CloseReason) (a stream whose body the connection never read, as for
+        /// `HEAD`, is not reported). Runs before [`on_disconnect`](Self::on_disconnect).
+        pub fn on_close<F>(mut self, callback: F) -> Self
+        where
+            F: Fn(&$crate::CloseInfo) + Send + Sync + 'static,
+        {
+            self.config_mut().on_close = Some(::std::sync::Arc::new(callback));
+            self
+        }
+
+        /// Ends every open stream when `signal` is cancelled: what is already encoded is sent,
+        /// then the [`shutdown_event`](Self::shutdown_event) if any, then the end. Event stream
+        /// requests that arrive after it get that answer at once (a `200` with the retry hint,
+        /// the shutdown event, and the end), without reaching the inner service, so clients
+        /// retry later rather than give up. Cancel it when the server's own graceful shutdown
+        /// starts (or before, to drain): open streams no longer hold the server up.
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use tokio_util::sync::CancellationToken;
+        /// use tower_sse::{Event, SseLayer};
+        ///
+        /// let shutdown = CancellationToken::new();
+        /// let bye = Event::default().event("shutdown")?.data("restarting");
+        /// let layer = SseLayer::new()
+        ///     .graceful_shutdown(shutdown.clone())
+        ///     .shutdown_event(bye.retry(Duration::from_secs(5)));
+        /// // axum::serve(listener, app.layer(layer))
+        /// //     .with_graceful_shutdown(shutdown.cancelled_owned())
+        /// # let _ = layer;
+        /// # Ok::<(), tower_sse::EventError>(())
+        /// ```
+        pub fn graceful_shutdown(mut self, signal: ::tokio_util::sync::CancellationToken) -> Self {
+            self.config_mut().shutdown = Some(signal);
+            self
+        }
+
+        /// The event sent last on every stream the shutdown signal ends (default: none). Give
+        /// it a `retry` to spread reconnections out, or to point them past a restart.
+        pub fn shutdown_event(mut self, event: $crate::Event) -> Self {
+            let mut buf = ::bytes::BytesMut::new();
+            event.encode_into(&mut buf);
+            self.config_mut().shutdown_event = buf.freeze();
+            self
+        }
+
+        /// Ends each stream after a random 80–100 % of `age` (default: never), always after a
+        /// complete event. Clients reconnect with `Last-Event-ID`, to whichever node the load
+        /// balancer picks: long-lived streams no longer pin load to old nodes. The jitter keeps
+        /// streams opened together from reconnecting together. `Duration::ZERO` turns it off.
+        pub fn max_age(mut self, age: ::std::time::Duration) -> Self {
+            self.config_mut().max_age = (!age.is_zero()).then_some(age);
+            self
+        }
+
+        /// How long a written frame may stay untaken while the connection cannot write (the
+        /// client stopped reading, or its packets are lost) before the client counts as
+        /// stalled (default 30 s): the [`Disconnect`](crate::Disconnect) handle resolves, so
+        /// the producer stops, and the close is reported as
+        /// [`Stalled`](crate::CloseReason::Stalled). The body ends if the connection asks for
+        /// more again. `Duration::ZERO` turns the watch off. It needs a tokio runtime where the
+        /// response is made; see the README's "Lifecycle" section for what completes it at the
+        /// TCP level.
+        pub fn write_deadline(mut self, deadline: ::std::time::Duration) -> Self {
+            self.config_mut().write_deadline = (!deadline.is_zero()).then_some(deadline);
             self
         }
     };
@@ -218,7 +304,8 @@ pub struct SseLayer {
 
 impl SseLayer {
     /// A layer with the defaults: negotiated by `Accept`, heartbeat every 15 s, retry hint 3 s,
-    /// messages up to 1 MiB, framing from the inner `Content-Type`.
+    /// messages up to 1 MiB, framing from the inner `Content-Type`, a stalled client after a
+    /// 30 s write deadline, no maximum age, no shutdown signal.
     pub fn new() -> Self {
         Self::default()
     }
@@ -275,6 +362,11 @@ impl std::fmt::Debug for Config {
             .field("map_message", &self.map_message.is_some())
             .field("map_error", &self.map_error.is_some())
             .field("on_disconnect", &self.on_disconnect.is_some())
+            .field("on_close", &self.on_close.is_some())
+            .field("graceful_shutdown", &self.shutdown.is_some())
+            .field("shutdown_event", &!self.shutdown_event.is_empty())
+            .field("max_age", &self.max_age)
+            .field("write_deadline", &self.write_deadline)
             .finish_non_exhaustive()
     }
 }

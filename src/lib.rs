@@ -91,7 +91,9 @@ pub use error::{BoxError, StreamError};
 pub use event::{Event, EventError};
 pub use future::ResponseFuture;
 pub use last_event_id::LastEventId;
-pub use layer::{SseLayer, DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RETRY};
+pub use layer::{
+    SseLayer, DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RETRY, DEFAULT_WRITE_DEADLINE,
+};
 pub use lifecycle::{CloseInfo, CloseReason, Disconnect};
 pub use message::Message;
 pub use service::SseService;

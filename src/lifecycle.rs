@@ -1,7 +1,8 @@
 //! The life of one event stream: the [`Disconnect`] handle, and what is reported when it closes.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,12 +10,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::as_str;
+use crate::layer::Config;
 
 /// A request extension that tells the inner service when its response is over, so the producer
 /// can stop its work. Every request through the layer carries one.
 ///
-/// It resolves once the response body is dropped: the client left, or the stream ended. Cloning
-/// is cheap.
+/// It resolves once the response body is dropped (the client left, or the stream ended), or when
+/// the client is found stalled ([`SseLayer::write_deadline`](crate::SseLayer::write_deadline)).
+/// Cloning is cheap.
 ///
 /// ```
 /// use axum::{body::Body, Extension};
@@ -64,14 +67,37 @@ impl Disconnect {
 }
 
 /// Why an event stream closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseReason {
-    /// The response body was dropped before the stream ended: the client went away.
+    /// The inner body ended: every message was sent.
+    Completed,
+    /// The response body was dropped before the stream ended: the client went away, or its
+    /// connection failed (reset, or aborted by the kernel's TCP user timeout).
     ClientGone,
+    /// Events were waiting but the connection took nothing for the
+    /// [write deadline](crate::SseLayer::write_deadline): the client stopped reading, or its
+    /// packets no longer arrive.
+    Stalled,
+    /// The inner body failed, or a message could not be sent (too large, refused by the
+    /// mapper): the stream ended with an `error` event.
+    InnerError,
+    /// The layer's [shutdown signal](crate::SseLayer::graceful_shutdown) ended the stream.
+    Shutdown,
+    /// The stream reached its [maximum age](crate::SseLayer::max_age).
+    MaxAge,
 }
 
-/// What [`SseLayer::on_disconnect`](crate::SseLayer::on_disconnect) is told about a stream that
+impl CloseReason {
+    /// Whether the client's side ended the stream ([`ClientGone`](Self::ClientGone) or
+    /// [`Stalled`](Self::Stalled)), as opposed to the server's.
+    pub fn is_disconnect(self) -> bool {
+        matches!(self, Self::ClientGone | Self::Stalled)
+    }
+}
+
+/// What [`SseLayer::on_close`](crate::SseLayer::on_close) and
+/// [`SseLayer::on_disconnect`](crate::SseLayer::on_disconnect) are told about a stream that
 /// closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -80,8 +106,8 @@ pub struct CloseInfo {
     pub reason: CloseReason,
     /// How long the stream was open.
     pub duration: Duration,
-    /// Events handed to the connection, a final `error` event and id-only blocks of an inner
-    /// event stream included (heartbeats and the retry hint not counted).
+    /// Events handed to the connection, a final `error` or shutdown event and id-only blocks of
+    /// an inner event stream included (heartbeats and the retry hint not counted).
     pub events: u64,
     /// Bytes handed to the connection, all included.
     pub bytes: u64,
@@ -92,68 +118,249 @@ pub struct CloseInfo {
 /// A callback told of closed streams.
 pub(crate) type OnClose = Arc<dyn Fn(&CloseInfo) + Send + Sync>;
 
-/// Counts what a stream sends and reports a disconnect when dropped before the stream ended.
-pub(crate) struct Tracker {
-    opened: Instant,
+/// What a stream has handed to the connection so far.
+#[derive(Debug, Clone, Default)]
+struct Sent {
     events: u64,
     bytes: u64,
     last_event_id: Option<Bytes>,
+}
+
+/// Follows one event stream from its first poll to its close, which it reports exactly once
+/// (to the callbacks and as a `tracing` event), whoever sees it first: the body itself, or the
+/// stall watchdog.
+pub(crate) struct Tracker {
+    sent: Sent,
     /// The connection started reading the body (a HEAD response's body never is).
     polled: bool,
-    ended: bool,
-    on_disconnect: Option<OnClose>,
+    /// Why the stream is ending, once it knows.
+    closing: Option<CloseReason>,
+    shared: Arc<Shared>,
+}
+
+/// The part of a [`Tracker`] its watchdog sees.
+struct Shared {
+    opened: Instant,
+    config: Arc<Config>,
+    /// The span current when the response was made (the request's, under a tracing layer).
+    span: tracing::Span,
+    /// Resolves the request's `Disconnect` handle; cancelled early for a stalled client.
+    disconnect: CancellationToken,
+    reported: AtomicBool,
+    /// Written only when a write deadline is set.
+    waiting: Mutex<Waiting>,
+}
+
+/// A frame handed on, and the connection not back for the next one: what the watchdog checks.
+#[derive(Default)]
+struct Waiting {
+    since: Option<Instant>,
+    sent: Sent,
 }
 
 impl Tracker {
-    pub(crate) fn new(on_disconnect: Option<OnClose>) -> Self {
-        Self {
+    pub(crate) fn new(config: Arc<Config>, disconnect: CancellationToken) -> Self {
+        let deadline = config.write_deadline;
+        let shared = Arc::new(Shared {
             opened: Instant::now(),
-            events: 0,
-            bytes: 0,
-            last_event_id: None,
+            config,
+            span: tracing::Span::current(),
+            disconnect,
+            reported: AtomicBool::new(false),
+            waiting: Mutex::new(Waiting::default()),
+        });
+        if let (Some(deadline), Ok(runtime)) = (deadline, tokio::runtime::Handle::try_current()) {
+            runtime.spawn(watch(shared.clone(), deadline));
+        }
+        Self {
+            sent: Sent::default(),
             polled: false,
-            ended: false,
-            on_disconnect,
+            closing: None,
+            shared,
+        }
+    }
+
+    /// The connection asks for more: it is not stalled.
+    pub(crate) fn polled(&mut self) {
+        if !self.polled {
+            self.polled = true;
+            tracing::debug!(parent: &self.shared.span, "event stream opened");
+        }
+        if self.shared.config.write_deadline.is_some() {
+            self.shared.lock_waiting().since = None;
         }
     }
 
     pub(crate) fn event_sent(&mut self, id: Option<Bytes>) {
-        self.events += 1;
+        self.sent.events += 1;
         if id.is_some() {
-            self.last_event_id = id;
+            self.sent.last_event_id = id;
         }
     }
 
-    pub(crate) fn polled(&mut self) {
-        self.polled = true;
+    /// A frame was handed to the connection.
+    pub(crate) fn handed_on(&mut self, len: usize) {
+        self.sent.bytes += len as u64;
+        if self.shared.config.write_deadline.is_some() {
+            let mut waiting = self.shared.lock_waiting();
+            waiting.since = Some(Instant::now());
+            waiting.sent.clone_from(&self.sent);
+        }
     }
 
-    pub(crate) fn bytes_sent(&mut self, len: usize) {
-        self.bytes += len as u64;
+    /// Whether the stream was closed from outside (the watchdog found the client stalled).
+    pub(crate) fn closed_elsewhere(&self) -> bool {
+        self.shared.reported.load(Ordering::Acquire)
     }
 
-    /// The stream reached its end: dropping it is no longer a disconnect.
+    /// The stream is ending for `reason`; the first reason given stands.
+    pub(crate) fn closing(&mut self, reason: CloseReason) {
+        self.closing.get_or_insert(reason);
+    }
+
+    /// The stream is ending with an `error` event.
+    pub(crate) fn failed(&mut self, error: &crate::StreamError) {
+        tracing::warn!(parent: &self.shared.span, %error, "event stream failed");
+        self.closing(CloseReason::InnerError);
+    }
+
+    /// The stream reached its end.
     pub(crate) fn ended(&mut self) {
-        self.ended = true;
+        let reason = self.closing.unwrap_or(CloseReason::Completed);
+        self.shared.report(reason, &self.sent);
     }
 }
 
 impl Drop for Tracker {
     fn drop(&mut self) {
-        if self.ended || !self.polled {
+        if self.polled {
+            // A no-op when the stream already reported its end.
+            self.shared.report(CloseReason::ClientGone, &self.sent);
+        }
+    }
+}
+
+impl Shared {
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        // The data stays consistent even if a callback panicked while holding the lock.
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reports the close, once: later calls do nothing.
+    fn report(&self, reason: CloseReason, sent: &Sent) {
+        if self.reported.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(on_disconnect) = &self.on_disconnect {
-            on_disconnect(&CloseInfo {
-                reason: CloseReason::ClientGone,
-                duration: self.opened.elapsed(),
-                events: self.events,
-                bytes: self.bytes,
-                last_event_id: self
-                    .last_event_id
-                    .as_deref()
-                    .map(|id| as_str(id).to_owned()),
-            });
+        let info = CloseInfo {
+            reason,
+            duration: self.opened.elapsed(),
+            events: sent.events,
+            bytes: sent.bytes,
+            last_event_id: sent.last_event_id.as_deref().map(|id| as_str(id).to_owned()),
+        };
+        trace_close(&self.span, &info);
+        if let Some(on_close) = &self.config.on_close {
+            on_close(&info);
         }
+        if let Some(on_disconnect) = &self.config.on_disconnect {
+            if reason.is_disconnect() {
+                on_disconnect(&info);
+            }
+        }
+    }
+}
+
+/// The `tracing` event for a closed stream: `info` for a stalled client (a failed inner body
+/// has its own `warn` event), `debug` otherwise.
+fn trace_close(span: &tracing::Span, info: &CloseInfo) {
+    let CloseInfo {
+        reason,
+        duration,
+        events,
+        bytes,
+        ..
+    } = info;
+    let last_event_id = info.last_event_id.as_deref().unwrap_or_default();
+    macro_rules! close {
+        ($level:ident) => {
+            tracing::$level!(
+                parent: span,
+                ?reason,
+                ?duration,
+                events,
+                bytes,
+                last_event_id,
+                "event stream closed"
+            )
+        };
+    }
+    match reason {
+        CloseReason::Stalled => close!(info),
+        _ => close!(debug),
+    }
+}
+
+/// Watches one stream for a stalled client: a frame handed on, and the connection not back for
+/// the next one within `deadline`. The connection does not poll a body it cannot write, so the
+/// body cannot see this itself. Ends with the stream.
+async fn watch(shared: Arc<Shared>, deadline: Duration) {
+    // A deadline too long to add to a clock reading never comes.
+    let after_deadline = |from: Instant| from.checked_add(deadline);
+    let Some(mut check_at) = after_deadline(Instant::now()) else {
+        return;
+    };
+    loop {
+        if tokio::time::timeout_at(check_at, shared.disconnect.cancelled())
+            .await
+            .is_ok()
+        {
+            return; // The stream is over.
+        }
+        let now = Instant::now();
+        let waiting = shared.lock_waiting();
+        let Some(due) = after_deadline(waiting.since.unwrap_or(now)) else {
+            return;
+        };
+        if waiting.since.is_some() && due <= now {
+            let sent = waiting.sent.clone();
+            drop(waiting);
+            shared.report(CloseReason::Stalled, &sent);
+            // The producer stops; the body ends if the connection ever asks again.
+            shared.disconnect.cancel();
+            return;
+        }
+        check_at = due;
+    }
+}
+
+/// A maximum age spread uniformly over 80–100 % of `max_age`, so that streams opened together
+/// do not all end (and reconnect) together.
+pub(crate) fn jittered(max_age: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // `RandomState` is seeded randomly per thread and stepped per instance: enough spread for
+    // jitter, without a random number crate.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    Duration::try_from_secs_f64(max_age.as_secs_f64() * (0.8 + 0.2 * unit)).unwrap_or(max_age)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_spreads_over_the_last_fifth() {
+        let age = Duration::from_secs(100);
+        let ages: Vec<Duration> = (0..2000).map(|_| jittered(age)).collect();
+        assert!(ages.iter().all(|a| *a >= age * 8 / 10 && *a <= age));
+        // Uniform enough: every 2 s bucket of the 20 s window is hit.
+        let mut buckets = [0u32; 10];
+        for a in &ages {
+            let bucket = ((a.as_secs_f64() - 80.0) / 2.0) as usize;
+            buckets[bucket.min(9)] += 1;
+        }
+        assert!(buckets.iter().all(|&n| n > 100), "{buckets:?}");
+        assert!(jittered(Duration::MAX) >= Duration::MAX / 10 * 8);
     }
 }

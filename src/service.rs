@@ -54,6 +54,13 @@ impl<S> SseService<S> {
         Arc::make_mut(&mut self.config)
     }
 
+    fn shutting_down(&self) -> bool {
+        self.config
+            .shutdown
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+    }
+
     builder_methods!();
 }
 
@@ -78,10 +85,13 @@ where
             request.extensions_mut().insert(id);
         }
         let always = self.config.always;
-        let stream = (always || accepts_event_stream(request.headers())).then(|| StreamRequest {
+        let mut stream = (always || accepts_event_stream(request.headers())).then(|| StreamRequest {
             config: self.config.clone(),
             vary_accept: !always,
         });
+        if let Some(stream) = stream.take_if(|_| self.shutting_down()) {
+            return ResponseFuture::shutting_down(stream);
+        }
         if stream.is_some() {
             // Only an identity body can be re-framed: ask the inner service (or upstream) for
             // one, rather than receive a compressed body that would pass through unconverted.
