@@ -220,6 +220,7 @@ impl Tracker {
 
     /// The stream is ending with an `error` event.
     pub(crate) fn failed(&mut self, error: &crate::StreamError) {
+        let error = crate::error::Chain(error);
         tracing::warn!(parent: &self.shared.span, %error, "event stream failed");
         self.closing(CloseReason::InnerError);
     }
