@@ -186,3 +186,41 @@ where
 pub fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).expect("the stream is UTF-8")
 }
+
+/// Raises this process's open file limit to its hard limit (tests with many sockets).
+pub fn raise_open_file_limit(needed: u64) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).expect("raise RLIMIT_NOFILE");
+    assert!(
+        limit >= needed,
+        "this test needs {needed} open files; the hard limit is {limit} (raise it with ulimit -Hn)"
+    );
+}
+
+/// The body of a raw HTTP/1.1 response with a chunked body, and whether it was complete (its
+/// last chunk arrived). Panics on a malformed chunk.
+pub fn dechunk(response: &[u8]) -> (Vec<u8>, bool) {
+    let start = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let mut rest = &response[start..];
+    let mut body = Vec::new();
+    loop {
+        let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return (body, false);
+        };
+        let size = std::str::from_utf8(&rest[..line_end]).expect("chunk size");
+        let size = usize::from_str_radix(size, 16).expect("hex chunk size");
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return (body, rest == b"\r\n");
+        }
+        if rest.len() < size + 2 {
+            return (body, false);
+        }
+        body.extend_from_slice(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], b"\r\n", "chunk end");
+        rest = &rest[size + 2..];
+    }
+}
