@@ -133,7 +133,10 @@ impl<B> SseBody<B> {
             kind: Kind::Events {
                 body,
                 timer: None,
-                shutdown: config.shutdown.clone().map(CancellationToken::cancelled_owned),
+                shutdown: config
+                    .shutdown
+                    .clone()
+                    .map(CancellationToken::cancelled_owned),
                 stream,
             },
             done: Some(disconnect.drop_guard()),
@@ -229,7 +232,10 @@ impl Stream {
             return Poll::Ready(None);
         }
         if self.phase == Phase::Streaming {
-            if shutdown.as_pin_mut().is_some_and(|signal| signal.poll(cx).is_ready()) {
+            if shutdown
+                .as_pin_mut()
+                .is_some_and(|signal| signal.poll(cx).is_ready())
+            {
                 self.close(CloseReason::Shutdown);
             } else if self.age_limit.is_some_and(|limit| Instant::now() >= limit) {
                 self.close(CloseReason::MaxAge);

@@ -244,7 +244,9 @@ impl Drop for Tracker {
 impl Shared {
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         // The data stays consistent even if a callback panicked while holding the lock.
-        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Reports the close, once: later calls do nothing.
@@ -257,7 +259,10 @@ impl Shared {
             duration: self.opened.elapsed(),
             events: sent.events,
             bytes: sent.bytes,
-            last_event_id: sent.last_event_id.as_deref().map(|id| as_str(id).to_owned()),
+            last_event_id: sent
+                .last_event_id
+                .as_deref()
+                .map(|id| as_str(id).to_owned()),
         };
         trace_close(&self.span, &info);
         if let Some(on_close) = &self.config.on_close {

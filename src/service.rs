@@ -85,10 +85,11 @@ where
             request.extensions_mut().insert(id);
         }
         let always = self.config.always;
-        let mut stream = (always || accepts_event_stream(request.headers())).then(|| StreamRequest {
-            config: self.config.clone(),
-            vary_accept: !always,
-        });
+        let mut stream =
+            (always || accepts_event_stream(request.headers())).then(|| StreamRequest {
+                config: self.config.clone(),
+                vary_accept: !always,
+            });
         if let Some(stream) = stream.take_if(|_| self.shutting_down()) {
             return ResponseFuture::shutting_down(stream);
         }

@@ -29,7 +29,12 @@ impl Closes {
     }
 
     fn reasons(&self) -> Vec<CloseReason> {
-        self.0.lock().expect("lock").iter().map(|i| i.reason).collect()
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|i| i.reason)
+            .collect()
     }
 
     fn all(&self) -> Vec<CloseInfo> {
@@ -71,7 +76,11 @@ async fn open_request(
         let body = body.lock().expect("lock").take().expect("one call");
         async move { Ok::<_, Infallible>(Response::new(body)) }
     });
-    layer.layer(inner).oneshot(request).await.expect("infallible")
+    layer
+        .layer(inner)
+        .oneshot(request)
+        .await
+        .expect("infallible")
 }
 
 fn sse_request() -> Request<Empty<Bytes>> {
@@ -164,7 +173,10 @@ async fn the_shutdown_signal_wakes_an_idle_stream() {
         .no_heartbeat();
     let (_tx, inner) = channel();
     let mut body = body_of(open(layer, inner, &Calls::default()).await);
-    assert_eq!(next(&mut body).await.as_deref(), Some(&b"retry: 3000\n\n"[..]));
+    assert_eq!(
+        next(&mut body).await.as_deref(),
+        Some(&b"retry: 3000\n\n"[..])
+    );
 
     let cancel = shutdown.clone();
     tokio::spawn(async move {
@@ -191,7 +203,10 @@ async fn requests_after_the_signal_get_the_final_event_without_reaching_the_inne
     let response = open(layer.clone(), support::chunks(["never read"]), &calls).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    assert_eq!(response.headers()["cache-control"], "no-cache, no-transform");
+    assert_eq!(
+        response.headers()["cache-control"],
+        "no-cache, no-transform"
+    );
     assert_eq!(response.headers()["vary"], "accept");
     let (all, _) = read_to_end(&mut body_of(response)).await;
     assert_eq!(
@@ -263,7 +278,10 @@ async fn max_age_ends_streams_within_the_jitter_window_after_a_whole_event() {
     }
     lifetimes.sort();
     lifetimes.dedup();
-    assert!(lifetimes.len() > 30, "jitter spreads the ends: {lifetimes:?}");
+    assert!(
+        lifetimes.len() > 30,
+        "jitter spreads the ends: {lifetimes:?}"
+    );
     assert_eq!(closes.reasons(), vec![CloseReason::MaxAge; 40]);
 }
 
@@ -384,7 +402,10 @@ async fn every_stream_reports_one_close_with_its_reason() {
     tx.send(Ok(Bytes::from("x"))).await.expect("send");
     tx.send(Err("upstream broke".into())).await.expect("send");
     let (all, _) = read_to_end(&mut body_of(open(layer.clone(), inner, &calls).await)).await;
-    assert!(all.ends_with("event: error\ndata: stream failed\n\n"), "{all:?}");
+    assert!(
+        all.ends_with("event: error\ndata: stream failed\n\n"),
+        "{all:?}"
+    );
 
     // Client gone: the body dropped after the connection read from it.
     let (_tx, inner) = channel();
@@ -455,7 +476,10 @@ mod tracing_events {
         let (tx, inner) = channel();
         tx.send(Ok(Bytes::from("x"))).await.expect("send");
         tx.send(Err("upstream broke".into())).await.expect("send");
-        read_to_end(&mut body_of(open(layer.clone(), inner, &Calls::default()).await)).await;
+        read_to_end(&mut body_of(
+            open(layer.clone(), inner, &Calls::default()).await,
+        ))
+        .await;
 
         let (_tx, inner) = channel();
         let mut stalled = body_of(open(layer, inner, &Calls::default()).await);

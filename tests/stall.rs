@@ -78,16 +78,26 @@ async fn a_client_that_stops_reading_is_found_stalled_within_the_deadline() {
     );
     assert_eq!(info.reason, CloseReason::Stalled);
     assert!(detection >= deadline, "{detection:?}");
-    assert!(detection < deadline + Duration::from_secs(1), "{detection:?}");
+    assert!(
+        detection < deadline + Duration::from_secs(1),
+        "{detection:?}"
+    );
 
     // The producer stopped, and what the connection holds is bounded by the buffers on the way,
     // not by the producer's speed.
     tokio::time::sleep(deadline).await;
     let held = alloc_counter::peak().saturating_sub(before);
-    assert_eq!(produced.load(Ordering::Relaxed), produced_then, "producer stopped");
+    assert_eq!(
+        produced.load(Ordering::Relaxed),
+        produced_then,
+        "producer stopped"
+    );
     println!("peak heap growth while stalled: {held} bytes");
     assert!(held < 4 << 20, "{held} bytes held");
-    assert!(produced_then < 64 * 1024, "{produced_then} events: backpressure held");
+    assert!(
+        produced_then < 64 * 1024,
+        "{produced_then} events: backpressure held"
+    );
 
     // The client reads again: everything handed on arrives, whole, then a clean end.
     let mut rest = Vec::new();
