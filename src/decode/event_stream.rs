@@ -17,7 +17,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Room in an unfinished line, on top of the message limit, for what is not part of the message:
 /// the field name, colon and space (`event: ` is the longest kept field), and a leading BOM.
-const FIELD_NAME_ROOM: usize = 16;
+pub(super) const FIELD_NAME_ROOM: usize = 16;
 
 /// The parser's state between chunks. Holds at most `max` bytes of unfinished line and data
 /// together; comments and unknown fields, however long, are dropped as they come.
@@ -53,6 +53,11 @@ impl EventStreamDecoder {
             retry: None,
             max,
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.line.capacity() + self.data.capacity()
     }
 
     pub(super) fn decode(
@@ -128,6 +133,7 @@ impl EventStreamDecoder {
         mut line: &[u8],
         emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
     ) -> Result<(), StreamError> {
+        let whole = line.len();
         if std::mem::take(&mut self.first_line) {
             line = line.strip_prefix(BOM).unwrap_or(line);
         }
@@ -142,6 +148,11 @@ impl EventStreamDecoder {
             }
             None => (line, &[][..]),
         };
+        if FIELDS.contains(&name) {
+            // The limit an unfinished line is held to: whether a line came whole or in pieces,
+            // a chunk boundary must not decide between an error and none.
+            self.check(whole, FIELD_NAME_ROOM)?;
+        }
         match name {
             b"event" => {
                 self.check(value.len(), 0)?;

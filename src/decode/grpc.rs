@@ -34,6 +34,11 @@ impl GrpcDecoder {
         }
     }
 
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.partial.capacity()
+    }
+
     pub(super) fn decode(
         &mut self,
         mut chunk: Bytes,

@@ -20,6 +20,11 @@ impl LineDecoder {
         }
     }
 
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.partial.capacity()
+    }
+
     pub(super) fn decode(
         &mut self,
         mut chunk: Bytes,

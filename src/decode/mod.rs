@@ -139,6 +139,18 @@ impl Decoder {
         }
     }
 
+    /// The bytes its buffers have allocated (for tests bounding memory).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        match self {
+            Self::Frames { .. } => 0,
+            Self::Lines(decoder) => decoder.held(),
+            Self::EventStream(decoder) => decoder.held(),
+            #[cfg(feature = "grpc")]
+            Self::Grpc(decoder) => decoder.held(),
+        }
+    }
+
     /// The body has ended: hands on what is complete and drops what is not.
     pub(crate) fn finish(
         &mut self,
@@ -153,6 +165,9 @@ impl Decoder {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 pub(crate) mod test_support {
