@@ -1,4 +1,7 @@
-//! An axum app whose plain streaming handler becomes an event stream through `SseLayer`.
+//! An axum app whose plain streaming handler becomes an event stream through `SseLayer`, with
+//! the lifecycle settings a production server wants: Ctrl-C ends open streams with a final
+//! event (so the server exits at once), streams end after about an hour so load rebalances, and
+//! half-open peers are found within heartbeat + write deadline.
 //!
 //! ```text
 //! cargo run --example demo
@@ -12,13 +15,18 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Extension, Router};
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tower_sse::{Disconnect, Event, LastEventId, SseLayer};
 
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("DEMO_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let shutdown = CancellationToken::new();
     let sse = SseLayer::new()
         .heartbeat(Duration::from_secs(15))
         .retry(Duration::from_secs(3))
@@ -31,10 +39,14 @@ async fn main() -> std::io::Result<()> {
                 .id(n.clone())?
                 .data(format!("tick {n}")))
         })
-        .on_disconnect(|info| {
+        .write_deadline(WRITE_DEADLINE)
+        .max_age(Duration::from_secs(3600))
+        .graceful_shutdown(shutdown.clone())
+        .shutdown_event(Event::default().event("bye")?.data("server restarting"))
+        .on_close(|info| {
             println!(
-                "client left after {:.1?}: {} events, {} bytes, last id {:?}",
-                info.duration, info.events, info.bytes, info.last_event_id
+                "stream closed ({:?}) after {:.1?}: {} events, {} bytes, last id {:?}",
+                info.reason, info.duration, info.events, info.bytes, info.last_event_id
             );
         });
     let app = Router::new()
@@ -42,10 +54,26 @@ async fn main() -> std::io::Result<()> {
         .route("/ticks", get(ticks))
         .layer(sse);
 
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    // Unacknowledged bytes (heartbeats, at least) abort a connection after the write deadline:
+    // a peer that vanished without a FIN or RST is found within heartbeat + deadline.
+    let listener = tokio::net::TcpListener::bind(&addr).await?.tap_io(|tcp| {
+        let socket = socket2::SockRef::from(&*tcp);
+        if let Err(error) = socket.set_tcp_user_timeout(Some(WRITE_DEADLINE)) {
+            eprintln!("TCP_USER_TIMEOUT not set: {error}");
+        }
+    });
     println!("listening on http://{addr}");
     println!("try: curl -N -H 'Accept: text/event-stream' http://{addr}/ticks");
-    axum::serve(listener, app).await
+    let signal = shutdown.clone().cancelled_owned();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("shutting down: ending open streams");
+        shutdown.cancel();
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await?;
+    Ok(())
 }
 
 /// A plain streaming handler: one frame per second, resuming after `Last-Event-ID`, stopping

@@ -19,6 +19,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
+use crate::error::{BoxError, Chain};
+
 /// How long [`Upstream`] waits for the upstream's response head by default: below the 60 s idle
 /// timeouts of nginx and load balancers in front, so the gateway's `504` reaches the client.
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -119,7 +121,7 @@ pub type UpstreamBody<B> = Either<B, Full<Bytes>>;
 /// comes, the gateway answers itself, with a status an `EventSource` does not retry:
 /// `502 Bad Gateway` when the client fails (connection refused or reset, a broken head), and
 /// `504 Gateway Timeout` after the [head timeout](Self::head_timeout); the client's error is not
-/// shown to the peer. `CONNECT` is refused (`405`): the gateway forwards requests, not tunnels.
+/// shown to the peer, but logged (a `tracing` warning, with its sources). `CONNECT` is refused (`405`): the gateway forwards requests, not tunnels.
 /// Once the head has come, the body is the upstream's: under [`SseLayer`](crate::SseLayer), an
 /// upstream that fails mid-stream ends the event stream with an `error` event, and a client that
 /// leaves drops the upstream request (an HTTP/1.1 upstream connection is closed).
@@ -241,6 +243,7 @@ impl<C> Upstream<C> {
 impl<C, ReqBody, ResBody> Service<Request<ReqBody>> for Upstream<C>
 where
     C: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    C::Error: Into<BoxError>,
 {
     type Response = Response<UpstreamBody<ResBody>>;
     type Error = Infallible;
@@ -321,6 +324,7 @@ pin_project! {
 impl<C, ReqBody, ResBody> Future for UpstreamFuture<C, Request<ReqBody>>
 where
     C: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    C::Error: Into<BoxError>,
 {
     type Output = Result<Response<UpstreamBody<ResBody>>, Infallible>;
 
@@ -331,7 +335,10 @@ where
             return Poll::Ready(Ok(response));
         }
         match this.deadline.as_pin_mut().map(|deadline| deadline.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Ok(answer(StatusCode::GATEWAY_TIMEOUT))),
+            Some(Poll::Ready(())) => {
+                tracing::warn!("no response head from the upstream in time: 504");
+                Poll::Ready(Ok(answer(StatusCode::GATEWAY_TIMEOUT)))
+            }
             _ => Poll::Pending,
         }
     }
@@ -349,13 +356,22 @@ fn poll_upstream<C, ReqBody, ResBody>(
 ) -> Poll<Response<UpstreamBody<ResBody>>>
 where
     C: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    C::Error: Into<BoxError>,
 {
+    let bad_gateway = |error: C::Error| {
+        let error: BoxError = error.into();
+        let error = Chain(&*error);
+        tracing::warn!(%error, "the upstream request failed: 502");
+        answer(StatusCode::BAD_GATEWAY)
+    };
     loop {
         match state.as_mut().project() {
             StateProj::Waiting { client, request } => {
-                let ready = ready!(client.poll_ready(cx));
+                if let Err(error) = ready!(client.poll_ready(cx)) {
+                    return Poll::Ready(bad_gateway(error));
+                }
                 // The request is only missing when this future is polled after it completed.
-                let (Ok(()), Some(request)) = (ready, request.take()) else {
+                let Some(request) = request.take() else {
                     return Poll::Ready(answer(StatusCode::BAD_GATEWAY));
                 };
                 let response = client.call(request);
@@ -364,7 +380,7 @@ where
             StateProj::Sent { response } => {
                 return Poll::Ready(match ready!(response.poll(cx)) {
                     Ok(response) => from_upstream(response),
-                    Err(_) => answer(StatusCode::BAD_GATEWAY),
+                    Err(error) => bad_gateway(error),
                 });
             }
             StateProj::Answered { status } => return Poll::Ready(answer(*status)),
