@@ -58,6 +58,9 @@ pin_project! {
             timer: Option<Sleep>,
             #[pin]
             shutdown: Option<WaitForCancellationFutureOwned>,
+            // Fires a write deadline after the last frame handed on (see `Tracker`).
+            #[pin]
+            watchdog: Option<Sleep>,
             stream: Stream,
         },
         // The layer's own short answer (a refused request), taken when sent.
@@ -137,6 +140,7 @@ impl<B> SseBody<B> {
                     .shutdown
                     .clone()
                     .map(CancellationToken::cancelled_owned),
+                watchdog: None,
                 stream,
             },
             done: Some(disconnect.drop_guard()),
@@ -182,10 +186,15 @@ where
                 body,
                 timer,
                 shutdown,
+                watchdog,
                 stream,
-            } => stream
-                .poll(body, timer, shutdown, cx)
-                .map(|frame| frame.map(Ok)),
+            } => {
+                let frame = stream.poll(body, timer, shutdown, cx);
+                if let Poll::Ready(Some(_)) = frame {
+                    stream.arm_watchdog(watchdog);
+                }
+                frame.map(|frame| frame.map(Ok))
+            }
             KindProj::Answer { text } => Poll::Ready(text.take().map(|text| Ok(Frame::data(text)))),
         }
     }
@@ -303,7 +312,8 @@ impl Stream {
         self.tracker.closing(reason);
         if reason == CloseReason::Shutdown && !self.config.shutdown_event.is_empty() {
             self.buf.extend_from_slice(&self.config.shutdown_event);
-            self.tracker.event_sent(None);
+            self.tracker
+                .event_sent(self.config.shutdown_event_id.clone());
         }
     }
 
@@ -351,8 +361,30 @@ impl Stream {
 
     fn hand_on(&mut self, bytes: Bytes) -> Frame<Bytes> {
         self.last_write = Instant::now();
-        self.tracker.handed_on(bytes.len());
+        self.tracker.handed_on(bytes.len(), self.last_write);
         Frame::data(bytes)
+    }
+
+    /// Sets the watchdog timer to a write deadline after the frame just handed on. Extending a
+    /// registered timer is a compare-and-swap; it is polled with the watchdog's waker, outside
+    /// the task's budget so that it always registers.
+    fn arm_watchdog(&self, mut timer: Pin<&mut Option<Sleep>>) {
+        let (Some(waker), Some(deadline)) = (self.tracker.watchdog(), self.config.write_deadline)
+        else {
+            return;
+        };
+        let Some(due) = self.last_write.checked_add(deadline) else {
+            return;
+        };
+        match timer.as_mut().as_pin_mut() {
+            Some(sleep) => sleep.reset(due),
+            None => timer.set(Some(tokio::time::sleep_until(due))),
+        }
+        if let Some(sleep) = timer.as_pin_mut() {
+            let mut unconstrained = tokio::task::unconstrained(sleep);
+            // Pending: the deadline (at least a millisecond away) is in the future.
+            let _ = Pin::new(&mut unconstrained).poll(&mut Context::from_waker(waker));
+        }
     }
 
     /// What is due on an idle stream, if anything: a heartbeat, or the end of its maximum age.

@@ -39,6 +39,8 @@ pub(crate) struct Config {
     pub(crate) shutdown: Option<CancellationToken>,
     /// The encoded event sent last when the shutdown signal ends a stream (may be empty).
     pub(crate) shutdown_event: Bytes,
+    /// Its id, if it has one.
+    pub(crate) shutdown_event_id: Option<Bytes>,
     pub(crate) max_age: Option<Duration>,
     pub(crate) write_deadline: Option<Duration>,
     /// Event stream requests are gRPC calls ([`GrpcLayer`](crate::grpc::GrpcLayer)).
@@ -65,6 +67,7 @@ impl Default for Config {
             on_close: None,
             shutdown: None,
             shutdown_event: Bytes::new(),
+            shutdown_event_id: None,
             max_age: None,
             write_deadline: Some(DEFAULT_WRITE_DEADLINE),
             #[cfg(feature = "grpc")]
@@ -252,10 +255,12 @@ macro_rules! builder_methods {
 
         /// The event sent last on every stream the shutdown signal ends (default: none). Give
         /// it a `retry` to spread reconnections out, or to point them past a restart.
-        pub fn shutdown_event(mut self, event: $crate::Event) -> Self {
+        pub fn shutdown_event(mut self, mut event: $crate::Event) -> Self {
             let mut buf = ::bytes::BytesMut::new();
             event.encode_into(&mut buf);
-            self.config_mut().shutdown_event = buf.freeze();
+            let config = self.config_mut();
+            config.shutdown_event = buf.freeze();
+            config.shutdown_event_id = event.take_id();
             self
         }
 
@@ -277,7 +282,10 @@ macro_rules! builder_methods {
         /// response is made; see the README's "Lifecycle" section for what completes it at the
         /// TCP level.
         pub fn write_deadline(mut self, deadline: ::std::time::Duration) -> Self {
-            self.config_mut().write_deadline = (!deadline.is_zero()).then_some(deadline);
+            // A timer cannot be set closer than a millisecond.
+            let deadline =
+                (!deadline.is_zero()).then(|| deadline.max(::std::time::Duration::from_millis(1)));
+            self.config_mut().write_deadline = deadline;
             self
         }
     };

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -129,6 +130,11 @@ struct Sent {
 /// Follows one event stream from its first poll to its close, which it reports exactly once
 /// (to the callbacks and as a `tracing` event), whoever sees it first: the body itself, or the
 /// stall watchdog.
+///
+/// The watchdog is a timer the body extends to "write deadline after the last hand-on" with each
+/// frame it hands on, registered with the [`Shared`] state's own waker rather than the
+/// connection's: a connection that cannot write stops polling the body, so only a wake-up of
+/// its own can notice. It costs no task, and no timer work beyond extending one deadline.
 pub(crate) struct Tracker {
     sent: Sent,
     /// The connection started reading the body (a HEAD response's body never is).
@@ -136,6 +142,8 @@ pub(crate) struct Tracker {
     /// Why the stream is ending, once it knows.
     closing: Option<CloseReason>,
     shared: Arc<Shared>,
+    /// The waker of the watchdog timer: set when there is a write deadline and a runtime.
+    watchdog: Option<Waker>,
 }
 
 /// The part of a [`Tracker`] its watchdog sees.
@@ -147,6 +155,8 @@ struct Shared {
     /// Resolves the request's `Disconnect` handle; cancelled early for a stalled client.
     disconnect: CancellationToken,
     reported: AtomicBool,
+    /// Where a stall is reported (not inside the timer's wake-up).
+    runtime: Option<tokio::runtime::Handle>,
     /// Written only when a write deadline is set.
     waiting: Mutex<Waiting>,
 }
@@ -160,7 +170,9 @@ struct Waiting {
 
 impl Tracker {
     pub(crate) fn new(config: Arc<Config>, disconnect: CancellationToken) -> Self {
-        let deadline = config.write_deadline;
+        let runtime = config
+            .write_deadline
+            .and_then(|_| tokio::runtime::Handle::try_current().ok());
         let shared = Arc::new(Shared {
             opened: Instant::now(),
             config,
@@ -168,16 +180,24 @@ impl Tracker {
             disconnect,
             reported: AtomicBool::new(false),
             waiting: Mutex::new(Waiting::default()),
+            runtime,
         });
-        if let (Some(deadline), Ok(runtime)) = (deadline, tokio::runtime::Handle::try_current()) {
-            runtime.spawn(watch(shared.clone(), deadline));
-        }
+        let watchdog = shared
+            .runtime
+            .is_some()
+            .then(|| Waker::from(shared.clone()));
         Self {
             sent: Sent::default(),
             polled: false,
             closing: None,
             shared,
+            watchdog,
         }
+    }
+
+    /// The waker to register the watchdog timer with, if the stream has a watchdog.
+    pub(crate) fn watchdog(&self) -> Option<&Waker> {
+        self.watchdog.as_ref()
     }
 
     /// The connection asks for more: it is not stalled.
@@ -186,7 +206,7 @@ impl Tracker {
             self.polled = true;
             tracing::debug!(parent: &self.shared.span, "event stream opened");
         }
-        if self.shared.config.write_deadline.is_some() {
+        if self.watchdog.is_some() {
             self.shared.lock_waiting().since = None;
         }
     }
@@ -198,17 +218,19 @@ impl Tracker {
         }
     }
 
-    /// A frame was handed to the connection.
-    pub(crate) fn handed_on(&mut self, len: usize) {
+    /// A frame was handed to the connection at `now`.
+    pub(crate) fn handed_on(&mut self, len: usize, now: Instant) {
         self.sent.bytes += len as u64;
-        if self.shared.config.write_deadline.is_some() {
+        if self.watchdog.is_some() {
             let mut waiting = self.shared.lock_waiting();
-            waiting.since = Some(Instant::now());
+            waiting.since = Some(now);
             waiting.sent.clone_from(&self.sent);
         }
     }
 
-    /// Whether the stream was closed from outside (the watchdog found the client stalled).
+    /// Whether the stream was closed from outside (the watchdog found the client stalled). After
+    /// [`polled`](Self::polled), this cannot change until the next frame is handed on: the
+    /// watchdog decides under the same lock.
     pub(crate) fn closed_elsewhere(&self) -> bool {
         self.shared.reported.load(Ordering::Acquire)
     }
@@ -235,25 +257,60 @@ impl Tracker {
 impl Drop for Tracker {
     fn drop(&mut self) {
         if self.polled {
-            // A no-op when the stream already reported its end.
-            self.shared.report(CloseReason::ClientGone, &self.sent);
+            // A no-op when the stream already reported its end. Dropped after its last event
+            // but before its end, a closing stream keeps its reason.
+            let reason = self.closing.unwrap_or(CloseReason::ClientGone);
+            self.shared.report(reason, &self.sent);
         }
     }
 }
 
 impl Shared {
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
-        // The data stays consistent even if a callback panicked while holding the lock.
+        // Nothing panics while holding the lock, and its data is plain values in any case.
         self.waiting
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Claims the one report of this stream's close: true for the first caller only.
+    fn claim(&self) -> bool {
+        !self.reported.swap(true, Ordering::AcqRel)
+    }
+
     /// Reports the close, once: later calls do nothing.
     fn report(&self, reason: CloseReason, sent: &Sent) {
-        if self.reported.swap(true, Ordering::AcqRel) {
+        if self.claim() {
+            self.announce(reason, sent);
+        }
+    }
+
+    /// The watchdog timer fired: the client is stalled if the frame handed on last has waited
+    /// the whole deadline. Runs in the timer's wake-up, so the report itself is spawned.
+    fn check_stall(self: &Arc<Self>) {
+        let (Some(deadline), Some(runtime)) = (self.config.write_deadline, &self.runtime) else {
+            return;
+        };
+        let waiting = self.lock_waiting();
+        let Some(due) = waiting.since.and_then(|since| since.checked_add(deadline)) else {
+            return;
+        };
+        // Decided under the lock the body's polls take: a poll either came first (and the
+        // stream goes on) or sees the stream closed.
+        if Instant::now() < due || !self.claim() {
             return;
         }
+        let sent = waiting.sent.clone();
+        drop(waiting);
+        let shared = self.clone();
+        runtime.spawn(async move {
+            shared.announce(CloseReason::Stalled, &sent);
+            // The producer stops; the body ends if the connection ever asks again.
+            shared.disconnect.cancel();
+        });
+    }
+
+    fn announce(&self, reason: CloseReason, sent: &Sent) {
         let info = CloseInfo {
             reason,
             duration: self.opened.elapsed(),
@@ -306,36 +363,13 @@ fn trace_close(span: &tracing::Span, info: &CloseInfo) {
     }
 }
 
-/// Watches one stream for a stalled client: a frame handed on, and the connection not back for
-/// the next one within `deadline`. The connection does not poll a body it cannot write, so the
-/// body cannot see this itself. Ends with the stream.
-async fn watch(shared: Arc<Shared>, deadline: Duration) {
-    // A deadline too long to add to a clock reading never comes.
-    let after_deadline = |from: Instant| from.checked_add(deadline);
-    let Some(mut check_at) = after_deadline(Instant::now()) else {
-        return;
-    };
-    loop {
-        if tokio::time::timeout_at(check_at, shared.disconnect.cancelled())
-            .await
-            .is_ok()
-        {
-            return; // The stream is over.
-        }
-        let now = Instant::now();
-        let waiting = shared.lock_waiting();
-        let Some(due) = after_deadline(waiting.since.unwrap_or(now)) else {
-            return;
-        };
-        if waiting.since.is_some() && due <= now {
-            let sent = waiting.sent.clone();
-            drop(waiting);
-            shared.report(CloseReason::Stalled, &sent);
-            // The producer stops; the body ends if the connection ever asks again.
-            shared.disconnect.cancel();
-            return;
-        }
-        check_at = due;
+impl Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.check_stall();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.check_stall();
     }
 }
 

@@ -85,12 +85,14 @@ where
             request.extensions_mut().insert(id);
         }
         let always = self.config.always;
-        let mut stream =
-            (always || accepts_event_stream(request.headers())).then(|| StreamRequest {
-                config: self.config.clone(),
-                vary_accept: !always,
-            });
-        if let Some(stream) = stream.take_if(|_| self.shutting_down()) {
+        let accepts = accepts_event_stream(request.headers());
+        let mut stream = (always || accepts).then(|| StreamRequest {
+            config: self.config.clone(),
+            vary_accept: !always,
+        });
+        // Only a subscription is answered without a call: with `always`, other requests still
+        // get their own answer (an error passes; a stream ends at once with the shutdown event).
+        if let Some(stream) = stream.take_if(|_| accepts && self.shutting_down()) {
             return ResponseFuture::shutting_down(stream);
         }
         if stream.is_some() {

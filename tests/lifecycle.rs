@@ -120,6 +120,8 @@ fn shutdown_event() -> Event {
     Event::default()
         .event("shutdown")
         .expect("event name")
+        .id("bye")
+        .expect("id")
         .data("restarting")
         .retry(Duration::from_secs(7))
 }
@@ -152,7 +154,7 @@ async fn the_shutdown_signal_ends_a_stream_after_whole_events_and_the_final_even
     assert_eq!(
         seen,
         "retry: 3000\n\ndata: {\"n\":1}\n\ndata: {\"n\":2}\n\n\
-         event: shutdown\ndata: restarting\nretry: 7000\n\n"
+         event: shutdown\ndata: restarting\nid: bye\nretry: 7000\n\n"
     );
     assert!(http_body::Body::is_end_stream(&*body));
     drop(body);
@@ -161,6 +163,7 @@ async fn the_shutdown_signal_ends_a_stream_after_whole_events_and_the_final_even
     assert_eq!(closes.len(), 1);
     assert_eq!(closes[0].reason, CloseReason::Shutdown);
     assert_eq!(closes[0].events, 3);
+    assert_eq!(closes[0].last_event_id.as_deref(), Some("bye"));
     // The inner body (and its producer) was dropped with the stream.
     assert!(tx.is_closed());
 }
@@ -211,16 +214,46 @@ async fn requests_after_the_signal_get_the_final_event_without_reaching_the_inne
     let (all, _) = read_to_end(&mut body_of(response)).await;
     assert_eq!(
         all,
-        "retry: 3000\n\nevent: shutdown\ndata: restarting\nretry: 7000\n\n"
+        "retry: 3000\n\nevent: shutdown\ndata: restarting\nid: bye\nretry: 7000\n\n"
     );
     assert_eq!(calls.count(), 0, "the inner service was not called");
     assert!(closes.all().is_empty(), "no stream was opened");
 
     // Requests that do not ask for an event stream are still served.
-    let plain = Request::get("/page").body(Empty::new()).expect("request");
-    let response = open_request(layer, support::chunks(["page"]), &calls, plain).await;
+    let plain = || Request::get("/page").body(Empty::new()).expect("request");
+    let response = open_request(layer.clone(), support::chunks(["page"]), &calls, plain()).await;
     assert_eq!(calls.count(), 1);
     assert_eq!(support::collect(response.into_body()).await, b"page");
+
+    // With `always`, too: the response is converted, and ends at once with the shutdown event.
+    let response = open_request(layer.always(), support::chunks(["page"]), &calls, plain()).await;
+    assert_eq!(calls.count(), 2);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let (all, _) = read_to_end(&mut body_of(response)).await;
+    assert!(all.ends_with("event: shutdown\ndata: restarting\nid: bye\nretry: 7000\n\n"));
+    assert!(!all.contains("page"), "{all:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_dropped_after_its_last_event_keeps_its_close_reason() {
+    let shutdown = CancellationToken::new();
+    let closes = Closes::default();
+    let disconnects = Closes::default();
+    let layer = SseLayer::new()
+        .graceful_shutdown(shutdown.clone())
+        .shutdown_event(shutdown_event())
+        .on_close(closes.recorder())
+        .on_disconnect(disconnects.recorder());
+    let (_tx, inner) = channel();
+    let mut body = body_of(open(layer, inner, &Calls::default()).await);
+    next(&mut body).await.expect("the retry hint");
+    shutdown.cancel();
+    let last = next(&mut body).await.expect("the shutdown event");
+    assert!(text(&last).starts_with("event: shutdown\n"));
+    // The connection drops the body before asking for its end.
+    drop(body);
+    assert_eq!(closes.reasons(), [CloseReason::Shutdown]);
+    assert!(disconnects.all().is_empty());
 }
 
 /// Sends NDJSON messages cut in three pieces each, 2 ms apart, forever.
