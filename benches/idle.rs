@@ -34,7 +34,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{service_fn, Layer, ServiceExt};
-use tower_sse::SseLayer;
+use tower_sse::{SseLayer, DEFAULT_WRITE_DEADLINE};
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the CPU time of the idle server is measured.
@@ -56,8 +56,12 @@ async fn respond(server: &str, request: Request<Incoming>) -> Response<ResponseB
                 let never = futures_util::stream::pending::<Result<Frame<Bytes>, Infallible>>();
                 std::future::ready(Ok::<_, Infallible>(Response::new(StreamBody::new(never))))
             });
+            // TOWER_SSE_BENCH_NO_WATCHDOG=1 measures the layer without its write deadline.
+            let watchdog = std::env::var_os("TOWER_SSE_BENCH_NO_WATCHDOG").is_none();
+            let deadline = if watchdog { DEFAULT_WRITE_DEADLINE } else { Duration::ZERO };
             let Ok(response) = SseLayer::new()
                 .heartbeat(HEARTBEAT)
+                .write_deadline(deadline)
                 .always()
                 .layer(inner)
                 .oneshot(request)
