@@ -58,7 +58,11 @@ async fn respond(server: &str, request: Request<Incoming>) -> Response<ResponseB
             });
             // TOWER_SSE_BENCH_NO_WATCHDOG=1 measures the layer without its write deadline.
             let watchdog = std::env::var_os("TOWER_SSE_BENCH_NO_WATCHDOG").is_none();
-            let deadline = if watchdog { DEFAULT_WRITE_DEADLINE } else { Duration::ZERO };
+            let deadline = if watchdog {
+                DEFAULT_WRITE_DEADLINE
+            } else {
+                Duration::ZERO
+            };
             let Ok(response) = SseLayer::new()
                 .heartbeat(HEARTBEAT)
                 .write_deadline(deadline)

@@ -227,10 +227,11 @@ macro_rules! builder_methods {
         }
 
         /// Ends every open stream when `signal` is cancelled: what is already encoded is sent,
-        /// then the [`shutdown_event`](Self::shutdown_event) if any, then the end. Event stream
-        /// requests that arrive after it get that answer at once (a `200` with the retry hint,
-        /// the shutdown event, and the end), without reaching the inner service, so clients
-        /// retry later rather than give up. Cancel it when the server's own graceful shutdown
+        /// then the [`shutdown_event`](Self::shutdown_event) if any, then the end. Requests
+        /// whose `Accept` names `text/event-stream` that arrive after it get that answer at once
+        /// (a `200` with the retry hint, the shutdown event, and the end), without reaching the
+        /// inner service, so clients retry later rather than give up (`EventSource` gives up
+        /// for good on any other status). Other requests are served as usual. Cancel it when the server's own graceful shutdown
         /// starts (or before, to drain): open streams no longer hold the server up.
         ///
         /// ```
@@ -273,9 +274,10 @@ macro_rules! builder_methods {
             self
         }
 
-        /// How long a written frame may stay untaken while the connection cannot write (the
-        /// client stopped reading, or its packets are lost) before the client counts as
-        /// stalled (default 30 s): the [`Disconnect`](crate::Disconnect) handle resolves, so
+        /// How long a frame handed to the connection may wait before the connection asks for
+        /// the next one (it does not while its write queue is full: the client stopped reading,
+        /// reads too slowly to drain the queue in time, or its packets are lost) before the
+        /// client counts as stalled (default 30 s): the [`Disconnect`](crate::Disconnect) handle resolves, so
         /// the producer stops, and the close is reported as
         /// [`Stalled`](crate::CloseReason::Stalled). The body ends if the connection asks for
         /// more again. `Duration::ZERO` turns the watch off. It needs a tokio runtime where the
