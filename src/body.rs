@@ -296,9 +296,7 @@ impl Stream {
         if !self.buf.is_empty() {
             return Poll::Ready(Some(self.flush()));
         }
-        if self.phase == Phase::Streaming {
-            return Poll::Pending;
-        }
+        // Here the stream is ending and everything is sent.
         self.phase = Phase::Done;
         self.tracker.ended();
         Poll::Ready(None)
