@@ -218,6 +218,9 @@ macro_rules! builder_methods {
         /// Called once for every event stream that closes, whatever the
         /// [reason](crate::CloseReason) (a stream whose body the connection never read, as for
         /// `HEAD`, is not reported). Runs before [`on_disconnect`](Self::on_disconnect).
+        ///
+        /// Both callbacks run where the close is found (the connection's task, or a task on the
+        /// runtime for a stall): keep them quick, and do not panic in them.
         pub fn on_close<F>(mut self, callback: F) -> Self
         where
             F: Fn(&$crate::CloseInfo) + Send + Sync + 'static,
