@@ -1,7 +1,9 @@
 //! An axum app whose plain streaming handler becomes an event stream through `SseLayer`, with
-//! the lifecycle settings a production server wants: Ctrl-C ends open streams with a final
-//! event (so the server exits at once), streams end after about an hour so load rebalances, and
-//! half-open peers are found within heartbeat + write deadline.
+//! the lifecycle settings a production server wants: Ctrl-C (or SIGTERM) ends open streams with
+//! a final event and the server exits within seconds whatever its clients do, streams end after
+//! about an hour so load rebalances, half-open peers are found within heartbeat + write
+//! deadline, and a client that sends half a request head is closed after 10 s. `serve/mod.rs`
+//! has the serving loop (hyper-util, with a head timeout and a bounded drain).
 //!
 //! ```text
 //! cargo run --example demo
@@ -13,13 +15,16 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Extension, Router};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tower_sse::{Disconnect, Event, LastEventId, SseLayer};
+
+mod serve;
 
 const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -30,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sse = SseLayer::new()
         .heartbeat(Duration::from_secs(15))
         .retry(Duration::from_secs(3))
-        // Each body frame is a tick number: name the event and use the number as its id, so a
+        // Each NDJSON line is a tick number: name the event and use the number as its id, so a
         // reconnecting browser resumes where it left off.
         .map_message(|message| {
             let n = message.text();
@@ -52,47 +57,65 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/ticks", get(ticks))
+        .with_state(shutdown.clone())
         .layer(sse);
 
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    println!("try: curl -N -H 'Accept: text/event-stream' http://{addr}/ticks");
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            serve::shutdown_signal().await;
+            println!("shutting down: ending open streams");
+            shutdown.cancel();
+        }
+    });
     // Unacknowledged bytes (heartbeats, at least) abort a connection after the write deadline:
     // a peer that vanished without a FIN or RST is found within heartbeat + deadline.
-    let listener = tokio::net::TcpListener::bind(&addr).await?.tap_io(|tcp| {
-        let socket = socket2::SockRef::from(&*tcp);
+    let configure = |tcp: &tokio::net::TcpStream| {
+        let socket = socket2::SockRef::from(tcp);
         if let Err(error) = socket.set_tcp_user_timeout(Some(WRITE_DEADLINE)) {
             eprintln!("TCP_USER_TIMEOUT not set: {error}");
         }
-    });
-    println!("listening on http://{addr}");
-    println!("try: curl -N -H 'Accept: text/event-stream' http://{addr}/ticks");
-    let signal = shutdown.clone().cancelled_owned();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        println!("shutting down: ending open streams");
-        shutdown.cancel();
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await?;
+    };
+    serve::serve(listener, app, shutdown, configure).await;
+    println!("stopped");
     Ok(())
 }
 
-/// A plain streaming handler: one frame per second, resuming after `Last-Event-ID`, stopping
-/// when the client goes away.
+/// A plain streaming handler: one NDJSON line a second, resuming after `Last-Event-ID`, stopping
+/// when the client goes away or the server shuts down (a plain `GET` without
+/// `Accept: text/event-stream` gets these lines untouched, and must not hold the shutdown up).
 async fn ticks(
+    State(shutdown): State<CancellationToken>,
     Extension(disconnect): Extension<Disconnect>,
     last: Option<Extension<LastEventId>>,
 ) -> impl IntoResponse {
+    // The id is the client's: a number past the last tick, or not a number, starts afresh.
     let first = last
         .and_then(|Extension(id)| id.as_str().parse::<u64>().ok())
-        .map_or(1, |n| n + 1);
-    let ticks = futures_util::stream::unfold(first, move |n| async move {
-        if n != first {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        .and_then(|n| n.checked_add(1))
+        .unwrap_or(1);
+    let over = async move {
+        tokio::select! {
+            () = disconnect.into_disconnected() => {}
+            () = shutdown.cancelled_owned() => {}
         }
-        Some((Ok::<_, Infallible>(n.to_string()), n + 1))
-    })
-    .take_until(disconnect.into_disconnected());
-    Body::from_stream(ticks)
+    };
+    let ticks = futures_util::stream::iter(first..=u64::MAX)
+        .then(move |n| async move {
+            if n != first {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok::<_, Infallible>(format!("{n}\n"))
+        })
+        .take_until(over);
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(ticks),
+    )
 }
 
 const PAGE: &str = r#"<!doctype html>

@@ -1,5 +1,7 @@
 //! A gateway: serves an upstream's NDJSON or event stream to browsers as compliant, heart-beaten
-//! events. Requests that do not ask for an event stream are proxied untouched.
+//! events. Requests that do not ask for an event stream are proxied untouched. Ctrl-C (or
+//! SIGTERM) ends open streams and exits within seconds; a client that sends half a request head
+//! is closed after 10 s (`serve/mod.rs`).
 //!
 //! ```text
 //! cargo run --example demo &                   # an upstream on 127.0.0.1:3000
@@ -13,13 +15,14 @@ use std::time::Duration;
 use http::Uri;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_sse::gateway::Upstream;
 use tower_sse::SseLayer;
+
+mod serve;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -27,9 +30,11 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 async fn main() -> Result<(), Error> {
     let (listen, upstream) = args()?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Incoming>();
+    let shutdown = CancellationToken::new();
     let gateway = ServiceBuilder::new()
         .layer(
             SseLayer::new()
+                .graceful_shutdown(shutdown.clone())
                 // Below every idle timeout on the way: nginx and ALB 60 s, Heroku 55 s.
                 .heartbeat(Duration::from_secs(15))
                 .on_disconnect(|info| {
@@ -43,25 +48,19 @@ async fn main() -> Result<(), Error> {
         .service(Upstream::new(client, upstream.clone())?.head_timeout(Duration::from_secs(25)));
 
     let listener = TcpListener::bind(listen).await?;
+    let listen = listener.local_addr()?;
     println!("gateway on http://{listen}, forwarding to {upstream}");
-    loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            // Out of file descriptors, say: wait, and keep serving the open streams.
-            Err(error) => {
-                eprintln!("accept failed: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service = TowerToHyperService::new(gateway.clone());
-        tokio::spawn(async move {
-            // A client that leaves mid-stream ends its connection with an error: not worth a line.
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-    }
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            serve::shutdown_signal().await;
+            println!("shutting down: ending open streams");
+            shutdown.cancel();
+        }
+    });
+    serve::serve(listener, gateway, shutdown, |_| {}).await;
+    println!("stopped");
+    Ok(())
 }
 
 /// `--listen ADDR --upstream URI`.

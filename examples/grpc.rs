@@ -9,6 +9,10 @@
 //!
 //! `CAU` is the base64url of the protobuf `SubscribeRequest { from: 5 }`. The `feed` protocol is
 //! generated in `tests/proto` with a vendored protoc; its messages derive `serde::Serialize`.
+//!
+//! Client errors are `4xx`: a message that is not base64url `400`, one that is not a
+//! `SubscribeRequest` `400`, a subscription with `HEAD` or `OPTIONS` `405`. A `Last-Event-ID`
+//! that is not a tick number (or is the last one) starts afresh from the request's `from`.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -16,8 +20,11 @@ use std::time::Duration;
 use axum::response::Html;
 use axum::routing::get;
 use futures_util::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
+use tower::util::MapResponseLayer;
 use tower_sse::{grpc, Event, LastEventId, SseLayer};
 use tower_sse_proto::ticker_server::{Ticker, TickerServer};
 use tower_sse_proto::{SubscribeRequest, Tick};
@@ -35,16 +42,15 @@ impl Ticker for Feed {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Ticks>, Status> {
+        // The id is the client's: one that is not a number, or has no number after it, starts
+        // afresh from the request's `from`, as a first visit would.
         let resume = request
             .extensions()
             .get::<LastEventId>()
-            .map(|id| id.as_str().parse::<u64>());
-        let from = match resume {
-            Some(Ok(last)) => last + 1,
-            Some(Err(_)) => return Err(Status::invalid_argument("Last-Event-ID is not a number")),
-            None => request.get_ref().from,
-        };
-        let ticks = futures_util::stream::iter(from..).then(|n| async move {
+            .and_then(|id| id.as_str().parse::<u64>().ok())
+            .and_then(|last| last.checked_add(1));
+        let from = resume.unwrap_or(request.get_ref().from);
+        let ticks = futures_util::stream::iter(from..=u64::MAX).then(|n| async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
             Ok(Tick {
                 n,
@@ -61,11 +67,14 @@ impl Ticker for Feed {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::var("GRPC_ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:3001".into())
-        .parse()?;
+    let addr = std::env::var("GRPC_ADDR").unwrap_or_else(|_| "127.0.0.1:3001".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
     let sse = SseLayer::new()
         .heartbeat(Duration::from_secs(15))
+        // Ctrl-C ends every open stream, so the server's own drain is quick.
+        .graceful_shutdown(shutdown.clone())
         // Each tick as JSON, its number as the event id (so `Last-Event-ID` resumes).
         .map_message(|message| {
             let tick: Tick = grpc::decode(&message)?;
@@ -77,14 +86,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .grpc();
     let page = Routes::from(axum::Router::new().route("/", get(|| async { Html(PAGE) })));
     println!("listening on http://{addr}");
-    tonic::transport::Server::builder()
+    let signal = shutdown.clone().cancelled_owned();
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(sse)
+        .layer(MapResponseLayer::new(undecodable_is_invalid))
         .add_routes(page)
         .add_service(TickerServer::new(Feed))
-        .serve(addr)
-        .await?;
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+    let drained = async {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("shutting down: ending open streams");
+        shutdown.cancel();
+        // Whatever a client holds open, exit after a bounded drain.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = drained => println!("connections still open after 3 s: dropped"),
+    }
     Ok(())
+}
+
+/// tonic reports a request message it cannot decode as `INTERNAL`, which an event stream client
+/// would get as a `500`; the message is the client's, so here it is `INVALID_ARGUMENT` (`400`).
+fn undecodable_is_invalid<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let undecodable = headers.get("grpc-status").is_some_and(|code| code == "13")
+        && headers
+            .get("grpc-message")
+            .is_some_and(|message| message.as_bytes().starts_with(b"failed%20to%20decode"));
+    if undecodable {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
 }
 
 const PAGE: &str = r#"<!doctype html>

@@ -152,7 +152,7 @@ fn into_event_stream<B>(
     // Clients accept exactly 200 for an event stream.
     head.status = StatusCode::OK;
     rewrite_headers(&mut head.headers, stream.vary_accept);
-    let decoder = Decoder::new(framing, stream.config.max_message_size);
+    let decoder = Decoder::new(framing, stream.config.max_message_size, stream.config.retry);
     let body = SseBody::events(body, decoder, stream.config, done);
     Response::from_parts(head, body)
 }

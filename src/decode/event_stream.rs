@@ -37,12 +37,17 @@ pub(crate) struct EventStreamDecoder {
     /// The id set in the current block, if any (clients keep the last one between events).
     id: Option<Bytes>,
     retry: Option<Duration>,
+    /// The reconnection delay the client already holds from the stream's preamble, while
+    /// nothing else has been handed on: a retry-only block repeating it changes nothing, and is
+    /// dropped (an upstream that opens with the same `retry:` as the layer's hint).
+    preamble_retry: Option<Duration>,
     max: usize,
 }
 
 impl EventStreamDecoder {
-    pub(super) fn new(max: usize) -> Self {
+    pub(super) fn new(max: usize, preamble_retry: Option<Duration>) -> Self {
         Self {
+            preamble_retry,
             line: BytesMut::new(),
             skip_lf: false,
             first_line: true,
@@ -117,6 +122,7 @@ impl EventStreamDecoder {
         emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
     ) -> Result<(), StreamError> {
         match self.retry.take() {
+            Some(retry) if self.preamble_retry.take() == Some(retry) => Ok(()),
             Some(retry) => emit(Item::Control(Event::from_parsed(
                 None,
                 None,
@@ -193,8 +199,12 @@ impl EventStreamDecoder {
             if id.is_none() && retry.is_none() {
                 return Ok(());
             }
+            if id.is_none() && retry == self.preamble_retry.take() {
+                return Ok(());
+            }
             return emit(Item::Control(Event::from_parsed(None, None, id, retry)));
         }
+        self.preamble_retry = None;
         self.data.truncate(self.data.len() - 1); // the LF after the last data line
         let data = self.data.split().freeze();
         let message =
@@ -294,6 +304,48 @@ mod tests {
         assert_eq!(
             parse("retry: 12a\nretry: 250\ndata: x\n\nretry: -1\n\n"),
             ["data: x\nretry: 250\n\n"]
+        );
+    }
+
+    /// An upstream that opens with the layer's own `retry:` hint does not get it written twice;
+    /// a different value, or the same one after anything else was handed on, is kept.
+    #[test]
+    fn a_retry_repeating_the_preamble_is_dropped_only_before_anything_else() {
+        use std::time::Duration;
+        let parse_after = |preamble: u64, input: &str| -> Vec<String> {
+            let mut decoder =
+                super::EventStreamDecoder::new(1 << 20, Some(Duration::from_millis(preamble)));
+            let mut out = Vec::new();
+            let mut emit = |item| {
+                out.push(match item {
+                    crate::decode::Item::Message(message) => message.into_event().encode(),
+                    crate::decode::Item::Control(event) => event.encode(),
+                });
+                Ok(())
+            };
+            let decoded =
+                decoder.decode(bytes::Bytes::copy_from_slice(input.as_bytes()), &mut emit);
+            assert!(decoded.is_ok());
+            assert!(decoder.finish(&mut emit).is_ok());
+            out
+        };
+        assert_eq!(
+            parse_after(3000, "retry: 3000\n\ndata: x\n\n"),
+            ["data: x\n\n"]
+        );
+        assert_eq!(
+            parse_after(3000, "\n\nretry: 3000\n\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(parse_after(3000, "retry: 3000"), Vec::<String>::new());
+        assert_eq!(parse_after(2000, "retry: 3000\n\n"), ["retry: 3000\n\n"]);
+        assert_eq!(
+            parse_after(3000, "data: x\n\nretry: 3000\n\n"),
+            ["data: x\n\n", "retry: 3000\n\n"]
+        );
+        assert_eq!(
+            parse_after(3000, "retry: 3000\nid: 1\n\n"),
+            ["id: 1\nretry: 3000\n\n"]
         );
     }
 

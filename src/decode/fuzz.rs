@@ -18,7 +18,7 @@ struct Outcome {
 /// Decodes `input` cut at `cuts` (sorted, within the input), checking after every chunk that the
 /// decoder holds no more than `bound` bytes.
 fn decode(framing: Framing, max: usize, input: &[u8], cuts: &[usize], bound: usize) -> Outcome {
-    let mut decoder = Decoder::new(framing, max);
+    let mut decoder = Decoder::new(framing, max, None);
     let mut items = Vec::new();
     let mut emit = |item: Item| {
         items.push(format!("{item:?}"));
@@ -146,7 +146,7 @@ proptest! {
         max in limits(),
         chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20),
     ) {
-        let mut decoder = Decoder::new(Framing::Frames, max);
+        let mut decoder = Decoder::new(Framing::Frames, max, None);
         let mut sent = Vec::new();
         for chunk in &chunks {
             let mut emit = |item: Item| {

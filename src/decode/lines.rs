@@ -37,7 +37,9 @@ impl LineDecoder {
                 self.check(self.partial.len() + at)?;
                 self.partial.extend_from_slice(&chunk[..at]);
                 chunk.advance(at);
-                self.partial.split().freeze()
+                // The line takes the whole buffer: a part kept for the next line would be
+                // shared with it, and grow past the limit's bound when it must be replaced.
+                std::mem::take(&mut self.partial).freeze()
             };
             chunk.advance(1);
             self.line(line, emit)?;
@@ -51,7 +53,7 @@ impl LineDecoder {
         &mut self,
         emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
     ) -> Result<(), StreamError> {
-        let last = self.partial.split().freeze();
+        let last = std::mem::take(&mut self.partial).freeze();
         self.line(last, emit)
     }
 

@@ -98,15 +98,22 @@ pub(crate) enum Decoder {
 }
 
 impl Decoder {
-    pub(crate) fn new(framing: Framing, max_message_size: usize) -> Self {
+    /// The decoder for `framing`. `preamble_retry` is the `retry:` hint the stream opened with,
+    /// which an inner event stream need not repeat.
+    pub(crate) fn new(
+        framing: Framing,
+        max_message_size: usize,
+        preamble_retry: Option<std::time::Duration>,
+    ) -> Self {
         match framing {
             Framing::Frames => Self::Frames {
                 max: max_message_size,
             },
             Framing::Lines => Self::Lines(LineDecoder::new(max_message_size)),
-            Framing::EventStream => {
-                Self::EventStream(Box::new(EventStreamDecoder::new(max_message_size)))
-            }
+            Framing::EventStream => Self::EventStream(Box::new(EventStreamDecoder::new(
+                max_message_size,
+                preamble_retry,
+            ))),
             #[cfg(feature = "grpc")]
             Framing::Grpc => Self::Grpc(grpc::GrpcDecoder::new(max_message_size)),
         }
@@ -180,7 +187,7 @@ pub(crate) mod test_support {
         input: &[u8],
         cuts: &[usize],
     ) -> Result<Vec<Event>, StreamError> {
-        let mut decoder = Decoder::new(framing, max);
+        let mut decoder = Decoder::new(framing, max, None);
         let mut out = Vec::new();
         let mut emit = |item: Item| {
             out.push(match item {

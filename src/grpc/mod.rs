@@ -88,8 +88,10 @@ where
 /// [`always`](crate::SseLayer::always) does not apply, since plain gRPC calls must pass.
 ///
 /// A request becomes a gRPC call when it asks for `text/event-stream`, is a `GET` or `POST`, has
-/// a path of the form `/package.Service/Method`, and is not already gRPC. Other event stream
-/// requests (say, an axum route added with tonic's `add_routes`) are served as by `SseLayer`.
+/// a path of the form `/package.Service/Method`, and is not already gRPC; one with another
+/// method (`HEAD`, `OPTIONS`, ...) is answered `405 Method Not Allowed` with `Allow: GET, POST`.
+/// Other event stream requests (say, an axum route added with tonic's `add_routes`) are served
+/// as by `SseLayer`.
 #[derive(Clone)]
 pub struct GrpcLayer {
     config: Arc<Config>,
@@ -160,7 +162,24 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let request = if is_event_stream_call(&request) {
+        let subscription = subscription(&request);
+        if subscription == Subscription::WrongMethod {
+            // `HEAD`, `OPTIONS` and the rest cannot carry a call: the client's error, not a
+            // failed call.
+            let mut response = answer(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "an event stream subscription is a GET or a POST\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            let kind = FutureKind::Answered {
+                response: Some(response),
+            };
+            return GrpcFuture { kind };
+        }
+        let request = if subscription == Subscription::Call {
             match request::into_grpc_call(request, self.config.max_message_size) {
                 Ok(request) => request,
                 Err(refused) => {
@@ -182,8 +201,19 @@ where
     }
 }
 
+/// What an event stream request to a gRPC method is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subscription {
+    /// A `GET` or `POST`: it becomes a call.
+    Call,
+    /// Another method: refused with `405`.
+    WrongMethod,
+    /// Not an event stream request to a method path, or already gRPC: passed on as it is.
+    None,
+}
+
 /// Whether a request is an event stream subscription to a gRPC method.
-fn is_event_stream_call<B>(request: &Request<B>) -> bool {
+fn subscription<B>(request: &Request<B>) -> Subscription {
     let mut segments = request.uri().path().split('/');
     let rpc_path = segments.next() == Some("")
         && segments.next().is_some_and(|service| !service.is_empty())
@@ -193,10 +223,13 @@ fn is_event_stream_call<B>(request: &Request<B>) -> bool {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-    matches!(*request.method(), Method::GET | Method::POST)
-        && rpc_path
-        && !grpc_already
-        && accepts_event_stream(request.headers())
+    if !rpc_path || grpc_already || !accepts_event_stream(request.headers()) {
+        Subscription::None
+    } else if matches!(*request.method(), Method::GET | Method::POST) {
+        Subscription::Call
+    } else {
+        Subscription::WrongMethod
+    }
 }
 
 pin_project! {
@@ -262,7 +295,7 @@ pub(crate) fn into_event_stream<B>(
     stream: StreamRequest,
     done: Option<DropGuard>,
 ) -> Response<SseBody<B>> {
-    let mut decoder = Decoder::new(Framing::Grpc, stream.config.max_message_size);
+    let mut decoder = Decoder::new(Framing::Grpc, stream.config.max_message_size, None);
     // A status in the head is a "trailers-only" response: the call ended before any message.
     if let Err(StreamError::Status { code, message }) = decoder.trailers(&head.headers) {
         let json = status::status_json(code, &message);
@@ -326,15 +359,22 @@ mod tests {
         }
         request
             .body(())
-            .is_ok_and(|request| is_event_stream_call(&request))
+            .is_ok_and(|request| subscription(&request) == Subscription::Call)
     }
 
     #[test]
     fn only_subscriptions_to_a_method_become_calls() {
         assert!(call(Method::GET, "/feed.Ticker/Subscribe", None));
         assert!(call(Method::POST, "/feed.Ticker/Subscribe?x=1", None));
-        assert!(!call(Method::PUT, "/feed.Ticker/Subscribe", None));
-        assert!(!call(Method::HEAD, "/feed.Ticker/Subscribe", None));
+        for method in [Method::PUT, Method::HEAD, Method::OPTIONS] {
+            assert!(!call(method.clone(), "/feed.Ticker/Subscribe", None));
+            let request = Request::builder()
+                .method(method)
+                .uri("/feed.Ticker/Subscribe")
+                .header("accept", "text/event-stream")
+                .body(());
+            assert!(request.is_ok_and(|r| subscription(&r) == Subscription::WrongMethod));
+        }
         assert!(!call(Method::GET, "/", None));
         assert!(!call(Method::GET, "/events", None));
         assert!(!call(Method::GET, "/a/b/c", None));
@@ -345,7 +385,7 @@ mod tests {
             Some("application/grpc")
         ));
         let plain = Request::get("/feed.Ticker/Subscribe").body(());
-        assert!(plain.is_ok_and(|request| !is_event_stream_call(&request)));
+        assert!(plain.is_ok_and(|request| subscription(&request) == Subscription::None));
     }
 
     #[test]
