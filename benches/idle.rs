@@ -1,5 +1,6 @@
 //! Idle connections: the server's memory per open, idle event stream, and the CPU its
-//! heartbeats cost, at 10 000 connections with a 1 s heartbeat.
+//! heartbeats cost, at 10 000 connections with a 1 s heartbeat, in two shapes: streams that
+//! never sent an event, and streams that each sent one event, then idle.
 //!
 //! Each server runs in a child process (this binary, started again with `--idle-server NAME`),
 //! so its resident memory and CPU time can be read from `/proc` without the clients' share:
@@ -12,7 +13,9 @@
 //! (in this process) keep reading, so heartbeats really are written.
 //!
 //! `cargo bench --bench idle` (the soft `ulimit -n` must exceed the connection count;
-//! `TOWER_SSE_IDLE_CONNECTIONS` sets the count, 10 000 by default).
+//! `TOWER_SSE_IDLE_CONNECTIONS` sets the count, 10 000 by default; `TOWER_SSE_IDLE_RUNS` the
+//! number of runs, 3 by default: each run measures every server in both shapes, and the rows
+//! show the median and the spread).
 
 mod common;
 
@@ -33,6 +36,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::StreamExt;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_sse::{SseLayer, DEFAULT_WRITE_DEADLINE};
 
@@ -49,11 +53,24 @@ const SERVERS: [(&str, &str); 3] = [
     ("raw", "raw hyper"),
 ];
 
-async fn respond(server: &str, request: Request<Incoming>) -> Response<ResponseBody> {
+/// The event each stream sends first in the `one event` shape.
+const FIRST: &str = "hello";
+
+async fn respond(
+    server: &str,
+    one_event: bool,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let first = one_event.then_some(FIRST);
     match server {
         "tower-sse" => {
-            let inner = service_fn(|_: Request<Incoming>| {
-                let never = futures_util::stream::pending::<Result<Frame<Bytes>, Infallible>>();
+            let inner = service_fn(move |_: Request<Incoming>| {
+                let first = futures_util::stream::iter(
+                    first.map(|text| Ok(Frame::data(Bytes::from(text)))),
+                );
+                let never = first.chain(futures_util::stream::pending::<
+                    Result<Frame<Bytes>, Infallible>,
+                >());
                 std::future::ready(Ok::<_, Infallible>(Response::new(StreamBody::new(never))))
             });
             // TOWER_SSE_BENCH_NO_WATCHDOG=1 measures the layer without its write deadline.
@@ -73,7 +90,10 @@ async fn respond(server: &str, request: Request<Incoming>) -> Response<ResponseB
             response.map(|body| body.map_err(BoxError::from).boxed_unsync())
         }
         "axum" => {
-            let never = futures_util::stream::pending::<Result<AxumEvent, Infallible>>();
+            let first =
+                futures_util::stream::iter(first.map(|text| Ok(AxumEvent::default().data(text))));
+            let never =
+                first.chain(futures_util::stream::pending::<Result<AxumEvent, Infallible>>());
             Sse::new(never)
                 .keep_alive(KeepAlive::new().interval(HEARTBEAT))
                 .into_response()
@@ -81,11 +101,14 @@ async fn respond(server: &str, request: Request<Incoming>) -> Response<ResponseB
         }
         _ => {
             let mut interval = tokio::time::interval(HEARTBEAT);
-            let beats = futures_util::stream::poll_fn(move |cx| {
+            let first = futures_util::stream::iter(first.map(|text| {
+                Ok::<_, BoxError>(Frame::data(Bytes::from(format!("data: {text}\n\n"))))
+            }));
+            let beats = first.chain(futures_util::stream::poll_fn(move |cx| {
                 interval
                     .poll_tick(cx)
                     .map(|_| Some(Ok::<_, BoxError>(Frame::data(Bytes::from_static(b":\n\n")))))
-            });
+            }));
             let mut response = Response::new(StreamBody::new(beats).boxed_unsync());
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -97,7 +120,7 @@ async fn respond(server: &str, request: Request<Incoming>) -> Response<ResponseB
 }
 
 /// The child process: serves `server` until killed.
-fn run_server(server: &'static str) {
+fn run_server(server: &'static str, one_event: bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -114,7 +137,7 @@ fn run_server(server: &'static str) {
             };
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| async move {
-                    Ok::<_, Infallible>(respond(server, request).await)
+                    Ok::<_, Infallible>(respond(server, one_event, request).await)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -166,9 +189,10 @@ struct Measured {
 }
 
 /// Opens `count` idle streams to a freshly started `server` and measures it.
-async fn measure(server: &str, count: usize) -> Measured {
+async fn measure(server: &str, one_event: bool, count: usize) -> Measured {
+    let shape = if one_event { "one-event" } else { "none" };
     let mut child: Child = Command::new(std::env::current_exe().expect("exe"))
-        .args(["--idle-server", server])
+        .args(["--idle-server", server, shape])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn server");
@@ -180,13 +204,13 @@ async fn measure(server: &str, count: usize) -> Measured {
     let addr: SocketAddr = line.trim().parse().expect("address");
 
     // Warm up: one stream, so the runtime and allocator have their steady-state footprint.
-    let warm = open(addr).await;
+    let warm = open(addr, one_event).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = status_kib(pid, "VmRSS:");
 
     let mut streams = Vec::with_capacity(count);
     for _ in 0..count {
-        streams.push(open(addr).await);
+        streams.push(open(addr, one_event).await);
     }
     // Every stream answered (its head and first bytes were read in `open`), and heartbeats went
     // out at least twice since.
@@ -209,16 +233,23 @@ async fn measure(server: &str, count: usize) -> Measured {
     }
 }
 
-/// Opens one event stream, reads its head and first bytes, then keeps reading in a task.
-async fn open(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+/// Opens one event stream, reads its head and first bytes (and its first event, when there is
+/// one), then keeps reading in a task.
+async fn open(addr: SocketAddr, one_event: bool) -> tokio::task::JoinHandle<()> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: idle\r\nAccept: text/event-stream\r\n\r\n")
         .await
         .expect("request");
     let mut buf = vec![0; 1024];
-    let n = stream.read(&mut buf).await.expect("head");
+    let mut n = stream.read(&mut buf).await.expect("head");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "stream opened");
+    let event = format!("data: {FIRST}");
+    while one_event && !String::from_utf8_lossy(&buf[..n]).contains(&event) {
+        let more = stream.read(&mut buf[n..]).await.expect("first event");
+        assert!(more > 0 && n + more < buf.len(), "the first event arrives");
+        n += more;
+    }
     tokio::spawn(async move {
         let mut buf = [0; 256];
         while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
@@ -233,7 +264,8 @@ fn main() {
             .iter()
             .find(|(name, _)| *name == server)
             .map_or("raw", |(name, _)| name);
-        return run_server(server);
+        let one_event = args.next().as_deref() == Some("one-event");
+        return run_server(server, one_event);
     }
 
     common::header_if_alone();
@@ -241,6 +273,10 @@ fn main() {
         .ok()
         .and_then(|count| count.parse().ok())
         .unwrap_or(10_000);
+    let runs: usize = std::env::var("TOWER_SSE_IDLE_RUNS")
+        .ok()
+        .and_then(|runs| runs.parse().ok())
+        .unwrap_or(3);
     let limit = open_files_limit();
     let count = wanted.min(limit.saturating_sub(100));
     if count < wanted {
@@ -251,33 +287,51 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let results: Vec<Measured> = SERVERS
-        .iter()
-        .map(|(server, _)| runtime.block_on(measure(server, count)))
-        .collect();
-
-    let one = |value: f64| Samples::from(vec![value]);
-    let case = format!("{count} idle streams, heartbeat {HEARTBEAT:?}");
-    for (i, (_, name)) in SERVERS.iter().enumerate().skip(1) {
-        row(
-            "idle RSS per connection",
-            &case,
-            Unit::KiB,
-            &one(results[0].rss_per_connection),
-            name,
-            &one(results[i].rss_per_connection),
-            &one(results[0].rss_per_connection / results[i].rss_per_connection),
-        );
-    }
-    for (i, (_, name)) in SERVERS.iter().enumerate().skip(1) {
-        row(
-            "idle heartbeat CPU (% of one core)",
-            &case,
-            Unit::PercentCore,
-            &one(results[0].cpu_percent),
-            name,
-            &one(results[i].cpu_percent),
-            &one(results[0].cpu_percent / results[i].cpu_percent),
-        );
+    for one_event in [false, true] {
+        // Per server: the RSS and CPU samples, and the ratios to each baseline within a run.
+        let mut rss = vec![Samples::default(); SERVERS.len()];
+        let mut cpu = vec![Samples::default(); SERVERS.len()];
+        let mut rss_ratio = vec![Samples::default(); SERVERS.len()];
+        let mut cpu_ratio = vec![Samples::default(); SERVERS.len()];
+        for _ in 0..runs {
+            let results: Vec<Measured> = SERVERS
+                .iter()
+                .map(|(server, _)| runtime.block_on(measure(server, one_event, count)))
+                .collect();
+            for (i, result) in results.iter().enumerate() {
+                rss[i].push(result.rss_per_connection);
+                cpu[i].push(result.cpu_percent);
+                rss_ratio[i].push(results[0].rss_per_connection / result.rss_per_connection);
+                cpu_ratio[i].push(results[0].cpu_percent / result.cpu_percent);
+            }
+        }
+        let shape = if one_event {
+            "one event each, then idle"
+        } else {
+            "no event"
+        };
+        let case = format!("{count} idle streams ({shape}), heartbeat {HEARTBEAT:?}");
+        for (i, (_, name)) in SERVERS.iter().enumerate().skip(1) {
+            row(
+                "idle RSS per connection",
+                &case,
+                Unit::KiB,
+                &rss[0],
+                name,
+                &rss[i],
+                &rss_ratio[i],
+            );
+        }
+        for (i, (_, name)) in SERVERS.iter().enumerate().skip(1) {
+            row(
+                "idle heartbeat CPU (% of one core)",
+                &case,
+                Unit::PercentCore,
+                &cpu[0],
+                name,
+                &cpu[i],
+                &cpu_ratio[i],
+            );
+        }
     }
 }

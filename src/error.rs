@@ -25,18 +25,10 @@ pub enum StreamError {
     },
     /// The message mapper returned an error.
     Event(EventError),
-    /// A gRPC stream ended with a status other than OK in its trailers, or without a status.
-    #[cfg(feature = "grpc")]
-    Status {
-        /// The gRPC status code.
-        code: i32,
-        /// The status message, percent-decoded.
-        message: String,
-    },
-    /// A gRPC message was compressed; the layer never asks for compression and does not decode
-    /// it.
-    #[cfg(feature = "grpc")]
-    Compressed,
+    /// The inner body broke the rules of its framing, as the framing's decoder found. Under
+    /// [`GrpcLayer`](crate::grpc::GrpcLayer) this is a `grpc::CallError`: the call ended with a
+    /// status other than OK (or none), or a message was compressed.
+    Decode(BoxError),
 }
 
 impl StreamError {
@@ -54,8 +46,7 @@ impl StreamError {
             Self::Body(_) => "stream failed",
             Self::TooLarge { .. } => "message too large",
             Self::Event(_) => "invalid event",
-            #[cfg(feature = "grpc")]
-            Self::Status { .. } | Self::Compressed => return crate::grpc::error_event(self),
+            Self::Decode(_) => "stream failed",
         };
         Event::error().data(data)
     }
@@ -67,12 +58,7 @@ impl fmt::Display for StreamError {
             Self::Body(_) => f.write_str("the inner body failed"),
             Self::TooLarge { limit } => write!(f, "a message exceeded the limit of {limit} bytes"),
             Self::Event(_) => f.write_str("a message could not be mapped to an event"),
-            #[cfg(feature = "grpc")]
-            Self::Status { code, message } => {
-                write!(f, "the gRPC stream ended with status {code}: {message}")
-            }
-            #[cfg(feature = "grpc")]
-            Self::Compressed => f.write_str("a gRPC message was compressed"),
+            Self::Decode(_) => f.write_str("the inner body broke its framing"),
         }
     }
 }
@@ -82,8 +68,7 @@ impl Error for StreamError {
         match self {
             Self::Body(err) => Some(err.as_ref()),
             Self::TooLarge { .. } => None,
-            #[cfg(feature = "grpc")]
-            Self::Status { .. } | Self::Compressed => None,
+            Self::Decode(err) => Some(err.as_ref()),
             Self::Event(err) => Some(err),
         }
     }

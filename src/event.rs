@@ -29,6 +29,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// # Ok::<(), tower_sse::EventError>(())
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
+#[must_use]
 pub struct Event {
     // All fields hold valid UTF-8; `event` and `id` are validated when set.
     comment: Option<Bytes>,
@@ -51,10 +52,9 @@ pub enum EventError {
     /// The value given to [`Event::json`] could not be serialized.
     #[cfg(feature = "json")]
     Json(String),
-    /// A gRPC message could not be decoded as the protobuf type asked for
-    /// ([`grpc::decode`](crate::grpc::decode)).
-    #[cfg(feature = "grpc")]
-    Protobuf(String),
+    /// A message could not be decoded as the type a mapper asked for (a gRPC message as its
+    /// protobuf type, with `grpc::decode`).
+    Decode(String),
 }
 
 impl fmt::Display for EventError {
@@ -65,8 +65,7 @@ impl fmt::Display for EventError {
             Self::NulInId => f.write_str("event id contains a NUL character"),
             #[cfg(feature = "json")]
             Self::Json(reason) => write!(f, "event data could not be serialized: {reason}"),
-            #[cfg(feature = "grpc")]
-            Self::Protobuf(reason) => write!(f, "the gRPC message could not be decoded: {reason}"),
+            Self::Decode(reason) => write!(f, "the message could not be decoded: {reason}"),
         }
     }
 }

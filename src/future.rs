@@ -1,4 +1,5 @@
-//! [`ResponseFuture`]: rewrites the inner response's head and picks the body's framing.
+//! [`ResponseFuture`]: rewrites the inner response's head and picks the body's source: a
+//! stream handed over by this crate, or the inner body through the decoder of its framing.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -6,13 +7,14 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio_util::sync::DropGuard;
 
+use crate::config::Config;
 use crate::decode::Decoder;
-use crate::gateway::remove_hop_by_hop_headers;
-use crate::layer::Config;
+use crate::engine::{Handoff, HandoffSlot};
+use crate::headers::{add_vary_accept, is_grpc, is_identity_encoded, set_event_stream_headers};
 use crate::{Framing, SseBody};
 
 /// What an event stream request carries to its response.
@@ -25,6 +27,7 @@ pub(crate) struct StreamRequest {
 pin_project! {
     /// The future [`SseService`](crate::SseService) returns: the inner response, its head
     /// rewritten and its body wrapped in an [`SseBody`].
+    #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
@@ -119,7 +122,7 @@ fn shutting_down<B>(stream: StreamRequest) -> Response<SseBody<B>> {
     text.extend_from_slice(&config.preamble);
     text.extend_from_slice(&config.shutdown_event);
     let mut response = Response::new(SseBody::answer(text.freeze()));
-    rewrite_headers(response.headers_mut(), stream.vary_accept);
+    set_event_stream_headers(response.headers_mut(), stream.vary_accept);
     response
 }
 
@@ -138,92 +141,36 @@ fn into_event_stream<B>(
     done: Option<DropGuard>,
 ) -> Response<SseBody<B>> {
     let (mut head, body) = response.into_parts();
-    #[cfg(feature = "grpc")]
-    if stream.config.grpc && head.status.is_success() && crate::grpc::is_grpc(&head.headers) {
-        return crate::grpc::into_event_stream(head, body, stream, done);
-    }
     if !is_convertible(head.status, &head.headers) {
         return Response::from_parts(head, SseBody::untouched(body, done));
+    }
+    // Clients accept exactly 200 for an event stream.
+    head.status = StatusCode::OK;
+    set_event_stream_headers(&mut head.headers, stream.vary_accept);
+    // One of this crate's own streams: served from its source, not decoded again.
+    if let Some(source) = head.extensions.remove::<HandoffSlot>().and_then(|slot| slot.take()) {
+        let body = SseBody::handoff(Handoff::Taken(source), stream.config, done);
+        return Response::from_parts(head, body);
     }
     let framing = stream
         .config
         .framing
         .unwrap_or_else(|| Framing::from_content_type(head.headers.get(header::CONTENT_TYPE)));
-    // Clients accept exactly 200 for an event stream.
-    head.status = StatusCode::OK;
-    rewrite_headers(&mut head.headers, stream.vary_accept);
-    let decoder = Decoder::new(framing, stream.config.max_message_size, stream.config.retry);
+    let config = &stream.config;
+    let decoder = Decoder::new(framing, config.max_message_size, config.retry);
     let body = SseBody::events(body, decoder, stream.config, done);
     Response::from_parts(head, body)
 }
 
 /// A 2xx with content and no content coding becomes an event stream; anything else (an error a
 /// client must see, a 204 telling it not to reconnect, a partial or compressed body) passes
-/// untouched. So does gRPC, whose framing this layer does not decode.
+/// untouched. So does gRPC, whose framing only [`GrpcLayer`](crate::grpc::GrpcLayer) decodes.
 fn is_convertible(status: StatusCode, headers: &HeaderMap) -> bool {
-    let identity = headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .all(|coding| {
-            let coding = coding.as_bytes().trim_ascii();
-            coding.eq_ignore_ascii_case(b"identity")
-        });
-    let grpc = headers.get(header::CONTENT_TYPE).is_some_and(|value| {
-        let value = value.as_bytes();
-        value.len() >= 16 && value[..16].eq_ignore_ascii_case(b"application/grpc")
-    });
     status.is_success()
         && !matches!(
             status,
             StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::PARTIAL_CONTENT
         )
-        && identity
-        && !grpc
-}
-
-pub(crate) fn rewrite_headers(headers: &mut HeaderMap, vary_accept: bool) {
-    // The body is new: the inner representation's length, ranges and validators no longer hold.
-    // Connection-specific headers are never written (they break HTTP/2 and HTTP/3 streams).
-    remove_hop_by_hop_headers(headers);
-    for name in [
-        header::CONTENT_LENGTH,
-        header::CONTENT_RANGE,
-        header::ACCEPT_RANGES,
-        header::ETAG,
-        header::LAST_MODIFIED,
-        header::CONTENT_ENCODING,
-    ] {
-        headers.remove(name);
-    }
-    for name in ["content-md5", "digest", "content-digest", "repr-digest"] {
-        headers.remove(name);
-    }
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    if vary_accept {
-        add_vary_accept(headers);
-    }
-}
-
-fn add_vary_accept(headers: &mut HeaderMap) {
-    if !varies_on_accept(headers) {
-        headers.append(header::VARY, HeaderValue::from_static("accept"));
-    }
-}
-
-fn varies_on_accept(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|name| name == "*" || name.eq_ignore_ascii_case("accept"))
+        && is_identity_encoded(headers)
+        && !is_grpc(headers)
 }

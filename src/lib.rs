@@ -56,7 +56,18 @@
 //!   client that left through [`Disconnect`] and [`SseLayer::on_disconnect`].
 //!
 //! In front of an upstream that streams NDJSON or SSE, wrap an HTTP client in
-//! [`gateway::Upstream`] and put the layer around it: a gateway in a few lines.
+//! `gateway::Upstream` (feature `gateway`) and put the layer around it: a gateway in a few
+//! lines. With the feature `grpc`, `SseLayer::grpc` serves tonic's server-streaming RPCs to
+//! `EventSource`.
+//!
+//! # Features
+//!
+//! | Feature | What it adds |
+//! | --- | --- |
+//! | `json` | `Event::json`: a value serialized as the event's data |
+//! | `grpc` | `grpc::GrpcLayer`: browsers subscribe to tonic server-streaming RPCs (implies `json`) |
+//! | `gateway` | `gateway::Upstream`: a reverse proxy service to put the layer around |
+//! | `full` | all of the above |
 //!
 //! A tokio runtime with the time driver must drive the response bodies (heartbeats use
 //! `tokio::time`).
@@ -66,34 +77,39 @@
 //! The wire format is UTF-8 only. Invalid sequences in a message become U+FFFD (the replacement
 //! character), exactly what a client's decoder would turn them into.
 
-#![forbid(unsafe_code)]
-#![deny(unreachable_pub)]
-#![warn(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+// Lints are declared once, in Cargo.toml's `[lints]`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+mod close;
+mod config;
 mod decode;
+mod disconnect;
+mod engine;
 mod error;
 mod event;
 mod future;
-pub mod gateway;
-#[cfg(feature = "grpc")]
-pub mod grpc;
+mod headers;
 mod last_event_id;
 mod layer;
-mod lifecycle;
 mod message;
 mod service;
 
+#[cfg(feature = "gateway")]
+pub mod gateway;
+#[cfg(feature = "grpc")]
+pub mod grpc;
+
 pub use body::SseBody;
+pub use close::{CloseInfo, CloseReason};
+pub use config::{DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RETRY, DEFAULT_WRITE_DEADLINE};
 pub use decode::Framing;
+pub use disconnect::Disconnect;
 pub use error::{BoxError, StreamError};
 pub use event::{Event, EventError};
 pub use future::ResponseFuture;
+pub use headers::remove_hop_by_hop_headers;
 pub use last_event_id::LastEventId;
-pub use layer::{
-    SseLayer, DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RETRY, DEFAULT_WRITE_DEADLINE,
-};
-pub use lifecycle::{CloseInfo, CloseReason, Disconnect};
+pub use layer::SseLayer;
 pub use message::Message;
 pub use service::SseService;

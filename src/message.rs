@@ -91,8 +91,8 @@ impl Message {
     }
 
     /// The default mapping: the data as text (invalid UTF-8 becomes U+FFFD, as a client would
-    /// decode it) and, for an inner event stream, its event name, id and retry. A gRPC message's
-    /// data is the standard base64 of its protobuf bytes.
+    /// decode it) and, for an inner event stream, its event name, id and retry. (Under
+    /// `GrpcLayer`, the default is the standard base64 of a message's protobuf bytes instead.)
     ///
     /// ```
     /// use tower_sse::Message;
@@ -101,12 +101,6 @@ impl Message {
     /// assert_eq!(event.encode(), "data: hello\n\n");
     /// ```
     pub fn into_event(self) -> Event {
-        #[cfg(feature = "grpc")]
-        if self.framing == Framing::Grpc {
-            use base64::Engine;
-            let data = base64::engine::general_purpose::STANDARD.encode(&self.data);
-            return Event::default().data(data);
-        }
         Event::from_parsed(self.event, Some(utf8_lossy(self.data)), self.id, self.retry)
     }
 }

@@ -3,13 +3,25 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{header, HeaderMap, HeaderValue, Request};
-use tokio_util::sync::CancellationToken;
+use http::{header, HeaderValue, Request};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tower_service::Service;
 
+use crate::config::{builder_methods, Config};
 use crate::future::{ResponseFuture, StreamRequest};
-use crate::layer::{builder_methods, Config};
+use crate::headers::accepts_event_stream;
 use crate::{Disconnect, LastEventId};
+
+/// What [`SseService::begin`] decided for a request.
+pub(crate) enum Begun {
+    /// Call the inner service; `stream` is set when the response becomes an event stream.
+    Call {
+        done: DropGuard,
+        stream: Option<StreamRequest>,
+    },
+    /// A subscription after the shutdown signal: answered without a call.
+    ShuttingDown(StreamRequest),
+}
 
 /// The service [`SseLayer`](crate::SseLayer) wraps around an inner service.
 ///
@@ -77,6 +89,28 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let accepts = accepts_event_stream(request.headers());
+        match self.begin(&mut request, self.config.always || accepts, accepts) {
+            Begun::Call { done, stream } => {
+                ResponseFuture::new(self.inner.call(request), done, stream)
+            }
+            Begun::ShuttingDown(stream) => ResponseFuture::shutting_down(stream),
+        }
+    }
+}
+
+impl<S> SseService<S> {
+    /// Gives the request its `Disconnect` and `LastEventId` extensions, and decides: `convert`
+    /// when the response is to become an event stream, `subscription` when the request asked
+    /// for one (only those are answered without a call after the shutdown signal: with
+    /// `always`, other requests still get their own answer, and a converted stream ends at once
+    /// with the shutdown event).
+    pub(crate) fn begin<B>(
+        &self,
+        request: &mut Request<B>,
+        convert: bool,
+        subscription: bool,
+    ) -> Begun {
         let token = CancellationToken::new();
         request
             .extensions_mut()
@@ -84,26 +118,34 @@ where
         if let Some(id) = LastEventId::from_headers(request.headers()) {
             request.extensions_mut().insert(id);
         }
-        let always = self.config.always;
-        let accepts = accepts_event_stream(request.headers());
-        let mut stream = (always || accepts).then(|| StreamRequest {
+        let stream = convert.then(|| StreamRequest {
             config: self.config.clone(),
-            vary_accept: !always,
+            vary_accept: !self.config.always,
         });
-        // Only a subscription is answered without a call: with `always`, other requests still
-        // get their own answer (an error passes; a stream ends at once with the shutdown event).
-        if let Some(stream) = stream.take_if(|_| accepts && self.shutting_down()) {
-            return ResponseFuture::shutting_down(stream);
+        match stream {
+            Some(stream) if subscription && self.shutting_down() => Begun::ShuttingDown(stream),
+            stream => {
+                if stream.is_some() {
+                    // Only an identity body can be re-framed: ask the inner service (or
+                    // upstream) for one, rather than receive a compressed body that would pass
+                    // through unconverted.
+                    request.headers_mut().insert(
+                        header::ACCEPT_ENCODING,
+                        HeaderValue::from_static("identity"),
+                    );
+                }
+                Begun::Call {
+                    done: token.drop_guard(),
+                    stream,
+                }
+            }
         }
-        if stream.is_some() {
-            // Only an identity body can be re-framed: ask the inner service (or upstream) for
-            // one, rather than receive a compressed body that would pass through unconverted.
-            request.headers_mut().insert(
-                header::ACCEPT_ENCODING,
-                HeaderValue::from_static("identity"),
-            );
-        }
-        ResponseFuture::new(self.inner.call(request), token.drop_guard(), stream)
+    }
+
+    /// The configuration, for layers built on this one (gRPC).
+    #[allow(dead_code)]
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.config
     }
 }
 
@@ -113,54 +155,5 @@ impl<S: std::fmt::Debug> std::fmt::Debug for SseService<S> {
             .field("inner", &self.inner)
             .field("config", &self.config)
             .finish()
-    }
-}
-
-/// Whether an `Accept` media range names `text/event-stream` with a non-zero quality. Wildcards
-/// (`*/*`, `text/*`) do not count: a browser's page navigation sends them, and must not get an
-/// event stream.
-pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|range| {
-            let mut parts = range.split(';');
-            let essence = parts.next().unwrap_or_default().trim();
-            essence.eq_ignore_ascii_case("text/event-stream")
-                && parts.all(|param| {
-                    let (name, value) = param.split_once('=').unwrap_or((param, ""));
-                    !name.trim().eq_ignore_ascii_case("q")
-                        || value.trim().parse::<f32>().map_or(true, |q| q > 0.0)
-                })
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn accepts(value: &str) -> bool {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::ACCEPT,
-            value.parse().unwrap_or(HeaderValue::from_static("")),
-        );
-        accepts_event_stream(&headers)
-    }
-
-    #[test]
-    fn accept_names_event_stream_explicitly() {
-        assert!(accepts("text/event-stream"));
-        assert!(accepts("TEXT/Event-Stream ; q=0.5"));
-        assert!(accepts("application/json, text/event-stream;q=1"));
-        assert!(!accepts("text/event-stream;q=0"));
-        assert!(!accepts("text/event-stream; q=0.0"));
-        assert!(!accepts("*/*"));
-        assert!(!accepts("text/*"));
-        assert!(!accepts("text/html,application/xhtml+xml,*/*;q=0.8"));
-        assert!(!accepts("text/event-streams"));
-        assert!(!accepts(""));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Item;
+use super::{Emit, Item};
 use crate::event::utf8_lossy;
 use crate::{Event, Framing, Message, StreamError};
 
@@ -68,7 +68,7 @@ impl EventStreamDecoder {
     pub(super) fn decode(
         &mut self,
         chunk: Bytes,
-        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+        emit: &mut Emit<'_>,
     ) -> Result<(), StreamError> {
         let mut rest: &[u8] = &chunk;
         if rest.is_empty() {
@@ -119,7 +119,7 @@ impl EventStreamDecoder {
     /// read took effect for clients the moment its line ended, so it is passed on.
     pub(super) fn finish(
         &mut self,
-        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+        emit: &mut Emit<'_>,
     ) -> Result<(), StreamError> {
         match self.retry.take() {
             Some(retry) if self.preamble_retry.take() == Some(retry) => Ok(()),
@@ -137,7 +137,7 @@ impl EventStreamDecoder {
     fn field(
         &mut self,
         mut line: &[u8],
-        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+        emit: &mut Emit<'_>,
     ) -> Result<(), StreamError> {
         let whole = line.len();
         if std::mem::take(&mut self.first_line) {
@@ -190,7 +190,7 @@ impl EventStreamDecoder {
     /// A blank line: hands on the event (or the id/retry change) gathered since the last one.
     fn dispatch(
         &mut self,
-        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+        emit: &mut Emit<'_>,
     ) -> Result<(), StreamError> {
         let event = self.event.take();
         let id = self.id.take();

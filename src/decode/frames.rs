@@ -2,13 +2,13 @@
 
 use bytes::Bytes;
 
-use super::Item;
+use super::{Emit, Item};
 use crate::{Framing, Message, StreamError};
 
 pub(super) fn decode(
     chunk: Bytes,
     max: usize,
-    emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+    emit: &mut Emit<'_>,
 ) -> Result<(), StreamError> {
     if chunk.is_empty() {
         return Ok(());

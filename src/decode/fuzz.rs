@@ -10,7 +10,7 @@ use crate::Framing;
 /// What decoding produced: every item (as its debug text, so ids, events and data all count),
 /// and the error that stopped it, if any.
 #[derive(Debug, PartialEq)]
-struct Outcome {
+pub(crate) struct Outcome {
     items: Vec<String>,
     error: Option<String>,
 }
@@ -18,7 +18,17 @@ struct Outcome {
 /// Decodes `input` cut at `cuts` (sorted, within the input), checking after every chunk that the
 /// decoder holds no more than `bound` bytes.
 fn decode(framing: Framing, max: usize, input: &[u8], cuts: &[usize], bound: usize) -> Outcome {
-    let mut decoder = Decoder::new(framing, max, None);
+    decode_with(Decoder::new(framing, max, None), max, input, cuts, bound)
+}
+
+/// [`decode`] with a given decoder (the message limit `max` only shows in failures).
+pub(crate) fn decode_with(
+    mut decoder: Decoder,
+    max: usize,
+    input: &[u8],
+    cuts: &[usize],
+    bound: usize,
+) -> Outcome {
     let mut items = Vec::new();
     let mut emit = |item: Item| {
         items.push(format!("{item:?}"));
@@ -49,17 +59,17 @@ fn decode(framing: Framing, max: usize, input: &[u8], cuts: &[usize], bound: usi
 
 /// What a buffer holding at most `len` bytes may have allocated: it doubles as it grows, and
 /// keeps a little spare room after the bytes it handed on.
-fn grown(len: usize) -> usize {
+pub(crate) fn grown(len: usize) -> usize {
     2 * len + 128
 }
 
 /// Message limits: tiny ones make the limit paths common.
-fn limits() -> impl Strategy<Value = usize> {
+pub(crate) fn limits() -> impl Strategy<Value = usize> {
     prop_oneof![1usize..8, 8usize..64, Just(1024)]
 }
 
 /// An input and the points to cut it at.
-fn with_cuts(input: Vec<u8>) -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
+pub(crate) fn with_cuts(input: Vec<u8>) -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
     let len = input.len();
     proptest::collection::vec(0..=len, 0..12).prop_map(move |mut cuts| {
         cuts.sort_unstable();
@@ -169,48 +179,5 @@ proptest! {
             .cloned()
             .collect();
         prop_assert_eq!(sent, expected);
-    }
-}
-
-#[cfg(feature = "grpc")]
-mod grpc {
-    use super::*;
-
-    /// A gRPC body: messages of any length (some over the small limits), now and then a
-    /// compressed flag, and sometimes stray bytes at the end.
-    fn grpc_body() -> impl Strategy<Value = Vec<u8>> {
-        let message = (
-            prop_oneof![20 => Just(0u8), 1 => Just(1u8)],
-            proptest::collection::vec(any::<u8>(), 0..120),
-        );
-        (
-            proptest::collection::vec(message, 0..12),
-            proptest::collection::vec(any::<u8>(), 0..6),
-        )
-            .prop_map(|(messages, tail)| {
-                let mut body = Vec::new();
-                for (flag, payload) in messages {
-                    body.push(flag);
-                    body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-                    body.extend_from_slice(&payload);
-                }
-                body.extend_from_slice(&tail);
-                body
-            })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
-
-        #[test]
-        fn grpc(
-            max in limits(),
-            (input, cuts) in grpc_body().prop_flat_map(with_cuts),
-        ) {
-            // An unfinished prefix or message at most.
-            let bound = grown(max + 5);
-            let whole = decode(Framing::Grpc, max, &input, &[], usize::MAX);
-            prop_assert_eq!(decode(Framing::Grpc, max, &input, &cuts, bound), whole);
-        }
     }
 }

@@ -2,7 +2,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::Item;
+use super::{Emit, Item};
 use crate::{Framing, Message, StreamError};
 
 /// Reassembles lines split across chunks; holds at most `max` bytes of an unfinished line.
@@ -28,7 +28,7 @@ impl LineDecoder {
     pub(super) fn decode(
         &mut self,
         mut chunk: Bytes,
-        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+        emit: &mut Emit<'_>,
     ) -> Result<(), StreamError> {
         while let Some(at) = memchr::memchr(b'\n', &chunk) {
             let line = if self.partial.is_empty() {
@@ -51,7 +51,7 @@ impl LineDecoder {
 
     pub(super) fn finish(
         &mut self,
-        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+        emit: &mut Emit<'_>,
     ) -> Result<(), StreamError> {
         let last = std::mem::take(&mut self.partial).freeze();
         self.line(last, emit)
@@ -60,7 +60,7 @@ impl LineDecoder {
     fn line(
         &self,
         mut line: Bytes,
-        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+        emit: &mut Emit<'_>,
     ) -> Result<(), StreamError> {
         if line.last() == Some(&b'\r') {
             line.truncate(line.len() - 1);

@@ -5,8 +5,6 @@
 
 mod event_stream;
 mod frames;
-#[cfg(feature = "grpc")]
-mod grpc;
 mod lines;
 
 use bytes::Bytes;
@@ -25,7 +23,9 @@ use lines::LineDecoder;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Framing {
-    /// One body data frame is one message (empty frames are skipped).
+    /// One body data frame is one message (empty frames are skipped). The messages of a gRPC
+    /// stream under [`GrpcLayer`](crate::grpc::GrpcLayer), one per length-prefixed gRPC
+    /// message, report this framing too.
     Frames,
     /// One line is one message (NDJSON / JSON Lines): lines end with LF or CRLF, may be split
     /// across frames, and empty lines are skipped. A last line without a line break still counts.
@@ -33,12 +33,6 @@ pub enum Framing {
     /// The inner body already is a `text/event-stream`: it is parsed by the WHATWG rules and every
     /// event is encoded again, so heartbeats fall between events and no field can be injected.
     EventStream,
-    /// gRPC length-prefixed messages (split or packed across frames in any way), the status
-    /// taken from the trailers. [`GrpcLayer`](crate::grpc::GrpcLayer) uses it for gRPC
-    /// responses; a plain `SseLayer` passes `application/grpc` responses through untouched, so
-    /// forcing it there only applies to bodies that are gRPC without saying so.
-    #[cfg(feature = "grpc")]
-    Grpc,
 }
 
 impl Framing {
@@ -59,9 +53,9 @@ impl Framing {
         let Some(value) = content_type.and_then(|value| value.to_str().ok()) else {
             return Self::Frames;
         };
-        let essence = value.split(';').next().unwrap_or_default().trim();
+        let essence = crate::headers::essence(value);
         let is = |name: &str| essence.eq_ignore_ascii_case(name);
-        if is("text/event-stream") {
+        if is(crate::headers::EVENT_STREAM) {
             Self::EventStream
         } else if is("application/x-ndjson")
             || is("application/jsonl")
@@ -85,16 +79,45 @@ pub(crate) enum Item {
     Control(Event),
 }
 
-/// The decoder of one response, picked by its [`Framing`].
-#[derive(Debug)]
+/// Where a decoder hands each complete item.
+pub(crate) type Emit<'a> = dyn FnMut(Item) -> Result<(), StreamError> + 'a;
+
+/// A decoder of a framing the core does not know (gRPC's): bytes in, items out.
+pub(crate) trait Decode: Send {
+    /// Decodes one chunk, calling `emit` for every complete item. Stops at the first error.
+    fn decode(&mut self, chunk: Bytes, emit: &mut Emit<'_>) -> Result<(), StreamError>;
+
+    /// The body's trailers.
+    fn trailers(&mut self, trailers: &HeaderMap) -> Result<(), StreamError>;
+
+    /// The body has ended: hands on what is complete, and fails if what it holds is not.
+    fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StreamError>;
+
+    /// The bytes its buffers have allocated (for tests bounding memory).
+    #[cfg(test)]
+    fn held(&self) -> usize;
+}
+
+/// The decoder of one response, picked by its [`Framing`] (or given by a layer built on this
+/// one).
 pub(crate) enum Decoder {
-    Frames {
-        max: usize,
-    },
+    Frames { max: usize },
     Lines(LineDecoder),
     EventStream(Box<EventStreamDecoder>),
-    #[cfg(feature = "grpc")]
-    Grpc(grpc::GrpcDecoder),
+    /// The seam for layers built on the core (gRPC's decoder).
+    #[allow(dead_code)]
+    Other(Box<dyn Decode>),
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Frames { .. } => "Decoder::Frames",
+            Self::Lines(_) => "Decoder::Lines",
+            Self::EventStream(_) => "Decoder::EventStream",
+            Self::Other(_) => "Decoder::Other",
+        })
+    }
 }
 
 impl Decoder {
@@ -114,8 +137,6 @@ impl Decoder {
                 max_message_size,
                 preamble_retry,
             ))),
-            #[cfg(feature = "grpc")]
-            Framing::Grpc => Self::Grpc(grpc::GrpcDecoder::new(max_message_size)),
         }
     }
 
@@ -123,26 +144,21 @@ impl Decoder {
     pub(crate) fn decode(
         &mut self,
         chunk: Bytes,
-        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+        emit: &mut Emit<'_>,
     ) -> Result<(), StreamError> {
         match self {
             Self::Frames { max } => frames::decode(chunk, *max, emit),
             Self::Lines(decoder) => decoder.decode(chunk, emit),
             Self::EventStream(decoder) => decoder.decode(chunk, emit),
-            #[cfg(feature = "grpc")]
-            Self::Grpc(decoder) => decoder.decode(chunk, emit),
+            Self::Other(decoder) => decoder.decode(chunk, emit),
         }
     }
 
-    /// The inner body's trailers: only gRPC reads them (its status).
+    /// The inner body's trailers: only other framings read them (gRPC's status).
     pub(crate) fn trailers(&mut self, trailers: &HeaderMap) -> Result<(), StreamError> {
         match self {
-            #[cfg(feature = "grpc")]
-            Self::Grpc(decoder) => decoder.trailers(trailers),
-            _ => {
-                let _ = trailers;
-                Ok(())
-            }
+            Self::Other(decoder) => decoder.trailers(trailers),
+            _ => Ok(()),
         }
     }
 
@@ -153,28 +169,23 @@ impl Decoder {
             Self::Frames { .. } => 0,
             Self::Lines(decoder) => decoder.held(),
             Self::EventStream(decoder) => decoder.held(),
-            #[cfg(feature = "grpc")]
-            Self::Grpc(decoder) => decoder.held(),
+            Self::Other(decoder) => decoder.held(),
         }
     }
 
     /// The body has ended: hands on what is complete and drops what is not.
-    pub(crate) fn finish(
-        &mut self,
-        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
-    ) -> Result<(), StreamError> {
+    pub(crate) fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StreamError> {
         match self {
             Self::Frames { .. } => Ok(()),
             Self::Lines(decoder) => decoder.finish(emit),
             Self::EventStream(decoder) => decoder.finish(emit),
-            #[cfg(feature = "grpc")]
-            Self::Grpc(decoder) => decoder.finish(),
+            Self::Other(decoder) => decoder.finish(emit),
         }
     }
 }
 
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -187,7 +198,15 @@ pub(crate) mod test_support {
         input: &[u8],
         cuts: &[usize],
     ) -> Result<Vec<Event>, StreamError> {
-        let mut decoder = Decoder::new(framing, max, None);
+        split_with(Decoder::new(framing, max, None), input, cuts)
+    }
+
+    /// Decodes `input` with `decoder`, split into chunks at `cuts`.
+    pub(crate) fn split_with(
+        mut decoder: Decoder,
+        input: &[u8],
+        cuts: &[usize],
+    ) -> Result<Vec<Event>, StreamError> {
         let mut out = Vec::new();
         let mut emit = |item: Item| {
             out.push(match item {

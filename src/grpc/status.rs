@@ -121,10 +121,56 @@ impl Status {
         if self.code == code::OK {
             return Ok(());
         }
-        Err(StreamError::Status {
+        Err(CallError::Status {
             code: self.code,
             message: self.message,
-        })
+        }
+        .into())
+    }
+}
+
+/// How a gRPC stream failed: what [`StreamError::Decode`] holds for it, and what
+/// [`error_event`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The call ended with a status other than OK in its trailers, or without a status.
+    Status {
+        /// The gRPC status code.
+        code: i32,
+        /// The status message, percent-decoded.
+        message: String,
+    },
+    /// A message was compressed; the layer never asks for compression and does not decode it.
+    Compressed,
+}
+
+impl CallError {
+    /// The gRPC failure a stream error holds, if it is one.
+    pub fn of(error: &StreamError) -> Option<&Self> {
+        match error {
+            StreamError::Decode(error) => error.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Status { code, message } => {
+                write!(f, "the gRPC stream ended with status {code}: {message}")
+            }
+            Self::Compressed => f.write_str("a gRPC message was compressed"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl From<CallError> for StreamError {
+    fn from(error: CallError) -> Self {
+        StreamError::Decode(Box::new(error))
     }
 }
 
@@ -138,19 +184,18 @@ pub(crate) fn status_json(code: i32, message: &str) -> String {
 /// layer's own failures get a code and a short message that reveals no internal error text.
 ///
 /// ```
-/// use tower_sse::grpc::error_event;
-/// use tower_sse::StreamError;
+/// use tower_sse::grpc::{error_event, CallError};
 ///
-/// let event = error_event(&StreamError::Status { code: 5, message: "no such feed".into() });
+/// let event = error_event(&CallError::Status { code: 5, message: "no such feed".into() }.into());
 /// assert_eq!(event.encode(), "event: error\ndata: {\"code\":5,\"message\":\"no such feed\"}\n\n");
 /// ```
 pub fn error_event(error: &StreamError) -> Event {
-    let (code, message) = match error {
-        StreamError::Status { code, message } => (*code, message.as_str()),
-        StreamError::TooLarge { .. } => (code::RESOURCE_EXHAUSTED, "message too large"),
-        StreamError::Compressed => (code::UNIMPLEMENTED, "compressed message"),
-        StreamError::Event(_) => (code::INTERNAL, "invalid event"),
-        StreamError::Body(_) => (code::UNKNOWN, "stream failed"),
+    let (code, message) = match (error, CallError::of(error)) {
+        (_, Some(CallError::Status { code, message })) => (*code, message.as_str()),
+        (_, Some(CallError::Compressed)) => (code::UNIMPLEMENTED, "compressed message"),
+        (StreamError::TooLarge { .. }, _) => (code::RESOURCE_EXHAUSTED, "message too large"),
+        (StreamError::Event(_), _) => (code::INTERNAL, "invalid event"),
+        _ => (code::UNKNOWN, "stream failed"),
     };
     Event::error().data(status_json(code, message))
 }

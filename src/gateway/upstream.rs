@@ -1,26 +1,21 @@
-//! [`Upstream`]: forwards requests to one upstream server, so that [`SseLayer`] can serve the
-//! upstream's NDJSON or event stream to browsers (a gateway, or reverse proxy).
-//!
-//! [`SseLayer`]: crate::SseLayer
+//! [`Upstream`]: the request as the upstream gets it, and the response as the client does.
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
-use percent_encoding::percent_decode;
-use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::error::{BoxError, Chain};
+use super::future::{State, UpstreamFuture};
+use super::path::has_dot_segment;
+use crate::error::BoxError;
+use crate::headers::remove_hop_by_hop_headers;
 
 /// How long [`Upstream`] waits for the upstream's response head by default: below the 60 s idle
 /// timeouts of nginx and load balancers in front, so the gateway's `504` reaches the client.
@@ -28,70 +23,6 @@ pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The pseudonym the gateway gives itself in `Via`.
 const VIA: &str = "tower-sse";
-
-/// The headers that describe one connection, never the message: the hop-by-hop headers of
-/// RFC 9110 §7.6.1, and the proxy authentication ones, which are meant for the next hop only.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes the hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
-/// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`,
-/// `Transfer-Encoding` and `Upgrade`. [`Upstream`] does it in both directions.
-///
-/// ```
-/// use http::{header, HeaderMap, HeaderValue};
-/// use tower_sse::gateway::remove_hop_by_hop_headers;
-///
-/// let mut headers = HeaderMap::new();
-/// headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-session"));
-/// headers.insert("x-session", HeaderValue::from_static("abc"));
-/// headers.insert("last-event-id", HeaderValue::from_static("42"));
-/// remove_hop_by_hop_headers(&mut headers);
-/// assert_eq!(headers.len(), 1);
-/// assert_eq!(headers["last-event-id"], "42");
-/// ```
-pub fn remove_hop_by_hop_headers(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
-        headers.remove(name);
-    }
-}
-
-/// Whether a path has a `.` or `..` segment under any reading an upstream is known to apply:
-/// as it is, percent-decoded once or twice, with `\` read as `/`, and with `;` parameters
-/// dropped from each segment (Tomcat and others read `..;x` as `..`). Any such segment could be
-/// resolved against the path before it.
-fn has_dot_segment(path: &str) -> bool {
-    let once: Vec<u8> = percent_decode(path.as_bytes()).collect();
-    let twice: Vec<u8> = percent_decode(&once).collect();
-    // Splitting on both separators and cutting each segment at its first `;` only adds
-    // readings: a segment that is a dot segment without them still is one with them.
-    let dotted = |path: &[u8]| {
-        path.split(|&byte| byte == b'/' || byte == b'\\')
-            .map(|segment| {
-                segment
-                    .split(|&byte| byte == b';')
-                    .next()
-                    .unwrap_or_default()
-            })
-            .any(|segment| segment == b"." || segment == b"..")
-    };
-    dotted(path.as_bytes()) || dotted(&once) || dotted(&twice)
-}
 
 /// Joins the `Cookie` fields an HTTP/2 client sends one per cookie into the one field HTTP/1.1
 /// allows (RFC 9113 §8.2.3).
@@ -224,7 +155,7 @@ impl<C> Upstream<C> {
     }
 
     /// The request as the upstream gets it, or the status that refuses it.
-    fn forwarded<B>(&self, request: Request<B>) -> Result<Request<B>, StatusCode> {
+    pub(super) fn forwarded<B>(&self, request: Request<B>) -> Result<Request<B>, StatusCode> {
         let (mut parts, body) = request.into_parts();
         if parts.method == Method::CONNECT {
             return Err(StatusCode::METHOD_NOT_ALLOWED);
@@ -291,10 +222,7 @@ where
             },
             Err(status) => State::Answered { status },
         };
-        UpstreamFuture {
-            state,
-            deadline: self.head_timeout.map(tokio::time::sleep),
-        }
+        UpstreamFuture::new(state, self.head_timeout.map(tokio::time::sleep))
     }
 }
 
@@ -321,105 +249,10 @@ impl fmt::Display for InvalidUpstream {
 
 impl std::error::Error for InvalidUpstream {}
 
-pin_project! {
-    /// The future [`Upstream`] returns: the upstream's response head, or the gateway's answer.
-    pub struct UpstreamFuture<C, R>
-    where
-        C: Service<R>,
-    {
-        #[pin]
-        state: State<C, R>,
-        #[pin]
-        deadline: Option<Sleep>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<C, R>
-    where
-        C: Service<R>,
-    {
-        // Waiting for the client to be ready.
-        Waiting { client: C, request: Option<R> },
-        // Waiting for the upstream's response head.
-        Sent { #[pin] response: C::Future },
-        // Answered without the upstream.
-        Answered { status: StatusCode },
-    }
-}
-
-impl<C, ReqBody, ResBody> Future for UpstreamFuture<C, Request<ReqBody>>
-where
-    C: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    C::Error: Into<BoxError>,
-{
-    type Output = Result<Response<UpstreamBody<ResBody>>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        // A head that is ready wins over a deadline that passed in the same instant.
-        if let Poll::Ready(response) = poll_upstream(this.state.as_mut(), cx) {
-            return Poll::Ready(Ok(response));
-        }
-        match this.deadline.as_pin_mut().map(|deadline| deadline.poll(cx)) {
-            Some(Poll::Ready(())) => {
-                tracing::warn!("no response head from the upstream in time: 504");
-                Poll::Ready(Ok(answer(StatusCode::GATEWAY_TIMEOUT)))
-            }
-            _ => Poll::Pending,
-        }
-    }
-}
-
-impl<C: Service<R>, R> fmt::Debug for UpstreamFuture<C, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamFuture").finish_non_exhaustive()
-    }
-}
-
-fn poll_upstream<C, ReqBody, ResBody>(
-    mut state: Pin<&mut State<C, Request<ReqBody>>>,
-    cx: &mut Context<'_>,
-) -> Poll<Response<UpstreamBody<ResBody>>>
-where
-    C: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    C::Error: Into<BoxError>,
-{
-    let bad_gateway = |error: C::Error| {
-        let error: BoxError = error.into();
-        let error = Chain(&*error);
-        tracing::warn!(%error, "the upstream request failed: 502");
-        answer(StatusCode::BAD_GATEWAY)
-    };
-    loop {
-        match state.as_mut().project() {
-            StateProj::Waiting { client, request } => {
-                if let Err(error) = ready!(client.poll_ready(cx)) {
-                    return Poll::Ready(bad_gateway(error));
-                }
-                // The request is only missing when this future is polled after it completed.
-                let Some(request) = request.take() else {
-                    return Poll::Ready(answer(StatusCode::BAD_GATEWAY));
-                };
-                let response = client.call(request);
-                state.set(State::Sent { response });
-            }
-            StateProj::Sent { response } => {
-                return Poll::Ready(match ready!(response.poll(cx)) {
-                    Ok(response) => from_upstream(response),
-                    Err(error) => bad_gateway(error),
-                });
-            }
-            StateProj::Answered { status } => return Poll::Ready(answer(*status)),
-        }
-    }
-}
-
 /// The upstream's response as the client gets it. An informational status (a `101` above all)
 /// answers a request the client never made: the gateway forwards no upgrade, and a client
 /// given a bare `101` is left with a dead connection.
-fn from_upstream<B>(response: Response<B>) -> Response<UpstreamBody<B>> {
+pub(super) fn from_upstream<B>(response: Response<B>) -> Response<UpstreamBody<B>> {
     if response.status().is_informational() {
         let status = response.status().as_u16();
         tracing::warn!(
@@ -434,7 +267,7 @@ fn from_upstream<B>(response: Response<B>) -> Response<UpstreamBody<B>> {
 }
 
 /// The gateway's own answer: the status and its reason as plain text (nothing for a `204`).
-fn answer<B>(status: StatusCode) -> Response<UpstreamBody<B>> {
+pub(super) fn answer<B>(status: StatusCode) -> Response<UpstreamBody<B>> {
     if status == StatusCode::NO_CONTENT {
         let mut response = Response::new(Either::Right(Full::default()));
         *response.status_mut() = status;
@@ -455,10 +288,10 @@ fn answer<B>(status: StatusCode) -> Response<UpstreamBody<B>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn upstream(uri: &'static str) -> Result<Upstream<()>, InvalidUpstream> {
+    pub(in crate::gateway) fn upstream(uri: &'static str) -> Result<Upstream<()>, InvalidUpstream> {
         Upstream::new((), Uri::from_static(uri))
     }
 
@@ -492,185 +325,6 @@ mod tests {
             assert_eq!(forwarded.headers()["via"], "2 tower-sse");
         }
         Ok(())
-    }
-
-    #[test]
-    fn no_path_climbs_out_of_the_prefix() -> Result<(), Box<dyn std::error::Error>> {
-        let api = upstream("http://up:9000/api")?;
-        for path in [
-            "/../admin",
-            "/a/%2E%2e/b",
-            "/a/./b",
-            "/a/.%2e",
-            // What a probe sent through verbatim: `;` parameters, encoded and literal `\`,
-            // encoded `/`, double encoding.
-            "/..;/admin",
-            "/..%2f..%2fadmin",
-            "/%5c..%5c..%5cadmin",
-            "/\\..\\..\\admin",
-            "/%252e%252e/admin",
-            "/%2e%2e;/admin",
-            "/a/..%3bx/b",
-            "/a/%2e%2e%5cb",
-        ] {
-            let refused = api.forwarded(Request::get(path).body(())?);
-            assert_eq!(refused.err(), Some(StatusCode::BAD_REQUEST), "{path}");
-        }
-        // Without a prefix too: the upstream's own root is no place to resolve them either.
-        let root = upstream("http://up:9000")?;
-        let refused = root.forwarded(Request::get("/..;/admin").body(())?);
-        assert_eq!(refused.err(), Some(StatusCode::BAD_REQUEST));
-        let connect = Request::connect("up:443").body(())?;
-        assert_eq!(
-            api.forwarded(connect).err(),
-            Some(StatusCode::METHOD_NOT_ALLOWED)
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn ordinary_paths_are_forwarded_byte_for_byte() -> Result<(), Box<dyn std::error::Error>> {
-        let api = upstream("http://up:9000/api")?;
-        for path in [
-            "/a/..b/.c",
-            "/%2e%2ex/y",
-            "/a%20b/%41%2F",
-            "/a;b=1/c",
-            "/...",
-            "/.well-known/x",
-            "/a/%25/b?q=..",
-            "/a%5cb",
-        ] {
-            let forwarded = api
-                .forwarded(Request::get(path).body(())?)
-                .map_err(|status| format!("{path}: {status}"))?;
-            assert_eq!(
-                forwarded.uri().path_and_query().map(|p| p.as_str()),
-                Some(&*format!("/api{path}"))
-            );
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn the_asterisk_form_is_never_put_under_the_prefix() -> Result<(), Box<dyn std::error::Error>> {
-        let api = upstream("http://up:9000/api")?;
-        let options = Request::options(Uri::from_static("*")).body(())?;
-        assert_eq!(api.forwarded(options).err(), Some(StatusCode::NO_CONTENT));
-        let get = Request::get(Uri::from_static("*")).body(())?;
-        assert_eq!(api.forwarded(get).err(), Some(StatusCode::BAD_REQUEST));
-        let answer = answer::<()>(StatusCode::NO_CONTENT);
-        assert!(answer.headers().is_empty());
-        Ok(())
-    }
-
-    /// Ways an upstream is known to read a path before it resolves dot segments.
-    #[derive(Debug, Clone, Copy)]
-    enum Reading {
-        Decode,
-        Backslash,
-        DropParams,
-    }
-
-    fn read(path: &[u8], reading: Reading) -> Vec<u8> {
-        match reading {
-            Reading::Decode => percent_decode(path).collect(),
-            Reading::Backslash => path
-                .iter()
-                .map(|&b| if b == b'\\' { b'/' } else { b })
-                .collect(),
-            Reading::DropParams => {
-                let segments: Vec<&[u8]> = path
-                    .split(|&b| b == b'/')
-                    .map(|s| s.split(|&b| b == b';').next().unwrap_or_default())
-                    .collect();
-                segments.join(&b'/')
-            }
-        }
-    }
-
-    /// RFC 3986 §5.2.4, on segments: where the path ends up.
-    fn resolve(path: &[u8]) -> Vec<u8> {
-        let mut out: Vec<&[u8]> = Vec::new();
-        for segment in path.split(|&b| b == b'/').skip(1) {
-            match segment {
-                b"." => {}
-                b".." => {
-                    out.pop();
-                }
-                _ => out.push(segment),
-            }
-        }
-        let mut resolved = Vec::new();
-        for segment in out {
-            resolved.push(b'/');
-            resolved.extend_from_slice(segment);
-        }
-        resolved
-    }
-
-    /// Every order of the readings, each used at most as often as upstreams do (decoding twice).
-    fn readings() -> Vec<Vec<Reading>> {
-        let mut all = vec![Vec::new()];
-        let mut frontier = vec![Vec::new()];
-        for _ in 0..4 {
-            let mut next = Vec::new();
-            for seq in &frontier {
-                for reading in [Reading::Decode, Reading::Backslash, Reading::DropParams] {
-                    let uses = |r: fn(&Reading) -> bool| seq.iter().filter(|x| r(x)).count();
-                    let ok = match reading {
-                        Reading::Decode => uses(|r| matches!(r, Reading::Decode)) < 2,
-                        Reading::Backslash => uses(|r| matches!(r, Reading::Backslash)) < 1,
-                        Reading::DropParams => uses(|r| matches!(r, Reading::DropParams)) < 1,
-                    };
-                    if ok {
-                        let mut longer: Vec<Reading> = seq.clone();
-                        longer.push(reading);
-                        next.push(longer);
-                    }
-                }
-            }
-            all.extend(next.iter().cloned());
-            frontier = next;
-        }
-        all
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
-
-        /// Nothing the gateway forwards resolves outside the prefix, under any order of the
-        /// readings, and what it forwards is the request's path byte for byte.
-        #[test]
-        fn nothing_forwarded_resolves_outside_the_prefix(
-            pieces in proptest::collection::vec(proptest::sample::select(vec![
-                "/", "\\", ".", "..", "a", "b", ";", ";x=1", "%2e", "%2E", "%252e", "%2f", "%2F",
-                "%5c", "%5C", "%3b", "%25", "%", "%2", "%252f", "%255c", "%00", "~", "%41",
-            ]), 0..10)
-        ) {
-            let path = format!("/{}", pieces.concat());
-            let api = upstream("http://up:9000/api").map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
-            let Ok(request) = Request::get(&path).body(()) else {
-                return Ok(()); // not a URI at all: never reaches the gateway
-            };
-            if let Ok(forwarded) = api.forwarded(request) {
-                let sent = forwarded.uri().path().as_bytes().to_vec();
-                let expected = format!("/api{path}");
-                proptest::prop_assert_eq!(&sent, expected.as_bytes());
-                for readings in readings() {
-                    let mut read_path = sent.clone();
-                    for reading in &readings {
-                        read_path = read(&read_path, *reading);
-                    }
-                    let resolved = resolve(&read_path);
-                    proptest::prop_assert!(
-                        resolved == b"/api" || resolved.starts_with(b"/api/"),
-                        "{path} read by {readings:?} resolves to {}",
-                        String::from_utf8_lossy(&resolved)
-                    );
-                }
-            }
-        }
     }
 
     #[test]

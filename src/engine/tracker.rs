@@ -1,123 +1,17 @@
-//! The life of one event stream: the [`Disconnect`] handle, and what is reported when it closes.
+//! Close tracking: follows one stream from its first poll to its close, reported exactly once,
+//! and the watchdog that finds a stalled client.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::close::{CloseInfo, CloseReason};
+use crate::config::Config;
 use crate::event::as_str;
-use crate::layer::Config;
-
-/// A request extension that tells the inner service when its response is over, so the producer
-/// can stop its work. Every request through the layer carries one.
-///
-/// It resolves once the response body is dropped (the client left, or the stream ended), or when
-/// the client is found stalled ([`SseLayer::write_deadline`](crate::SseLayer::write_deadline)).
-/// Cloning is cheap.
-///
-/// ```
-/// use axum::{body::Body, Extension};
-/// use tower_sse::Disconnect;
-///
-/// async fn ticks(Extension(disconnect): Extension<Disconnect>) -> Body {
-///     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
-///     tokio::spawn(async move {
-///         for n in 0u64.. {
-///             tokio::select! {
-///                 _ = disconnect.disconnected() => break, // the client left: stop working
-///                 sent = tx.send(Ok(format!("tick {n}"))) => if sent.is_err() { break },
-///             }
-///         }
-///     });
-///     Body::from_stream(tokio_stream_from(rx))
-/// }
-/// # fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>)
-/// #     -> impl futures_util::Stream<Item = T> + Send + 'static {
-/// #     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-pub struct Disconnect {
-    token: CancellationToken,
-}
-
-impl Disconnect {
-    pub(crate) fn new(token: CancellationToken) -> Self {
-        Self { token }
-    }
-
-    /// Waits until the event stream is over.
-    pub fn disconnected(&self) -> impl Future<Output = ()> + Send + '_ {
-        self.token.cancelled()
-    }
-
-    /// Waits until the event stream is over, owning the handle (for `'static` tasks).
-    pub fn into_disconnected(self) -> impl Future<Output = ()> + Send + 'static {
-        self.token.cancelled_owned()
-    }
-
-    /// Whether the event stream is already over.
-    pub fn is_disconnected(&self) -> bool {
-        self.token.is_cancelled()
-    }
-}
-
-/// Why an event stream closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The inner body ended: every message was sent.
-    Completed,
-    /// The response body was dropped before the stream ended: the client went away, or its
-    /// connection failed (reset, or aborted by the kernel's TCP user timeout).
-    ClientGone,
-    /// Events were waiting but the connection took nothing for the
-    /// [write deadline](crate::SseLayer::write_deadline): the client stopped reading, or its
-    /// packets no longer arrive.
-    Stalled,
-    /// The inner body failed, or a message could not be sent (too large, refused by the
-    /// mapper): the stream ended with an `error` event.
-    InnerError,
-    /// The layer's [shutdown signal](crate::SseLayer::graceful_shutdown) ended the stream.
-    Shutdown,
-    /// The stream reached its [maximum age](crate::SseLayer::max_age).
-    MaxAge,
-}
-
-impl CloseReason {
-    /// Whether the client's side ended the stream ([`ClientGone`](Self::ClientGone) or
-    /// [`Stalled`](Self::Stalled)), as opposed to the server's.
-    pub fn is_disconnect(self) -> bool {
-        matches!(self, Self::ClientGone | Self::Stalled)
-    }
-}
-
-/// What [`SseLayer::on_close`](crate::SseLayer::on_close) and
-/// [`SseLayer::on_disconnect`](crate::SseLayer::on_disconnect) are told about a stream that
-/// closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CloseInfo {
-    /// Why the stream closed.
-    pub reason: CloseReason,
-    /// How long the stream was open.
-    pub duration: Duration,
-    /// Events handed to the connection, a final `error` or shutdown event and id-only blocks of
-    /// an inner event stream included (heartbeats and the retry hint not counted).
-    pub events: u64,
-    /// Bytes handed to the connection, all included.
-    pub bytes: u64,
-    /// The last `id` sent, if any.
-    pub last_event_id: Option<String>,
-}
-
-/// A callback told of closed streams.
-pub(crate) type OnClose = Arc<dyn Fn(&CloseInfo) + Send + Sync>;
 
 /// What a stream has handed to the connection so far.
 #[derive(Debug, Clone, Default)]
@@ -373,34 +267,3 @@ impl Wake for Shared {
     }
 }
 
-/// A maximum age spread uniformly over 80–100 % of `max_age`, so that streams opened together
-/// do not all end (and reconnect) together.
-pub(crate) fn jittered(max_age: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    // `RandomState` is seeded randomly per thread and stepped per instance: enough spread for
-    // jitter, without a random number crate.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-    Duration::try_from_secs_f64(max_age.as_secs_f64() * (0.8 + 0.2 * unit)).unwrap_or(max_age)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_spreads_over_the_last_fifth() {
-        let age = Duration::from_secs(100);
-        let ages: Vec<Duration> = (0..2000).map(|_| jittered(age)).collect();
-        assert!(ages.iter().all(|a| *a >= age * 8 / 10 && *a <= age));
-        // Uniform enough: every 2 s bucket of the 20 s window is hit.
-        let mut buckets = [0u32; 10];
-        for a in &ages {
-            let bucket = ((a.as_secs_f64() - 80.0) / 2.0) as usize;
-            buckets[bucket.min(9)] += 1;
-        }
-        assert!(buckets.iter().all(|&n| n > 100), "{buckets:?}");
-        assert!(jittered(Duration::MAX) >= Duration::MAX / 10 * 8);
-    }
-}

@@ -1,11 +1,11 @@
-//! [`Framing::Grpc`](crate::Framing::Grpc): gRPC's length-prefixed messages, and the status the
-//! trailers carry.
+//! The gRPC framing: length-prefixed messages, and the status the trailers carry. Plugged into
+//! the core's engine as a decoder of its own ([`Decode`]).
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 
-use super::Item;
-use crate::grpc::{code, Status};
+use super::status::{code, CallError, Status};
+use crate::decode::{Decode, Emit, Item};
 use crate::{Framing, Message, StreamError};
 
 /// Every message starts with a compression flag and its length as a big-endian `u32`.
@@ -34,15 +34,11 @@ impl GrpcDecoder {
         }
     }
 
-    #[cfg(test)]
-    pub(super) fn held(&self) -> usize {
-        self.partial.capacity()
-    }
 
     pub(super) fn decode(
         &mut self,
         mut chunk: Bytes,
-        emit: &mut impl FnMut(Item) -> Result<(), StreamError>,
+        emit: &mut Emit<'_>,
     ) -> Result<(), StreamError> {
         while !chunk.is_empty() {
             let len = match self.expected {
@@ -66,7 +62,7 @@ impl GrpcDecoder {
                 self.partial.split().freeze()
             };
             self.expected = None;
-            emit(Item::Message(Message::with_framing(message, Framing::Grpc)))?;
+            emit(Item::Message(Message::with_framing(message, Framing::Frames)))?;
         }
         Ok(())
     }
@@ -84,7 +80,7 @@ impl GrpcDecoder {
         let compressed = prefix.get_u8();
         let len = prefix.get_u32();
         if compressed != 0 {
-            return Err(StreamError::Compressed);
+            return Err(CallError::Compressed.into());
         }
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         if len > self.max {
@@ -105,10 +101,11 @@ impl GrpcDecoder {
 
     pub(super) fn finish(&mut self) -> Result<(), StreamError> {
         let error = |code, message: &str| {
-            Err(StreamError::Status {
+            Err(CallError::Status {
                 code,
                 message: message.into(),
-            })
+            }
+            .into())
         };
         if self.expected.is_some() || !self.partial.is_empty() {
             return error(code::INTERNAL, "the stream ended inside a message");
@@ -117,6 +114,25 @@ impl GrpcDecoder {
             return error(code::UNKNOWN, "the stream ended without a grpc-status");
         }
         Ok(())
+    }
+}
+
+impl Decode for GrpcDecoder {
+    fn decode(&mut self, chunk: Bytes, emit: &mut Emit<'_>) -> Result<(), StreamError> {
+        GrpcDecoder::decode(self, chunk, emit)
+    }
+
+    fn trailers(&mut self, trailers: &HeaderMap) -> Result<(), StreamError> {
+        GrpcDecoder::trailers(self, trailers)
+    }
+
+    fn finish(&mut self, _emit: &mut Emit<'_>) -> Result<(), StreamError> {
+        GrpcDecoder::finish(self)
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.partial.capacity()
     }
 }
 
@@ -132,6 +148,24 @@ mod tests {
             out.extend_from_slice(message);
         }
         out
+    }
+
+    fn call_error<T>(result: &Result<T, StreamError>) -> Option<CallError> {
+        result.as_ref().err().and_then(CallError::of).cloned()
+    }
+
+    fn status(code: i32, message: &str) -> CallError {
+        CallError::Status {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status_code<T>(result: &Result<T, StreamError>) -> Option<i32> {
+        match call_error(result)? {
+            CallError::Status { code, .. } => Some(code),
+            CallError::Compressed => None,
+        }
     }
 
     fn ok_trailers() -> HeaderMap {
@@ -206,10 +240,8 @@ mod tests {
     fn a_compressed_message_is_an_error() {
         let mut input = framed(&[b"abc"]);
         input[0] = 1;
-        assert!(matches!(
-            decode(&input, &[], 16, Some(ok_trailers())),
-            Err(StreamError::Compressed)
-        ));
+        let result = decode(&input, &[], 16, Some(ok_trailers()));
+        assert_eq!(call_error(&result), Some(CallError::Compressed));
     }
 
     #[test]
@@ -225,30 +257,68 @@ mod tests {
             "grpc-status-details-bin",
             http::HeaderValue::from_static("!!not base64"),
         );
-        match decode(&input, &[], 16, Some(trailers)) {
-            Err(StreamError::Status { code, message }) => {
-                assert_eq!((code, message.as_str()), (5, "no such feed ✓"));
-            }
-            other => panic!("expected a status, got {other:?}"), // ok: test
-        }
+        let result = decode(&input, &[], 16, Some(trailers));
+        assert_eq!(call_error(&result), Some(status(5, "no such feed ✓")));
         let mut garbled = HeaderMap::new();
         garbled.insert("grpc-status", http::HeaderValue::from_static("abc"));
-        assert!(matches!(
-            decode(&input, &[], 16, Some(garbled)),
-            Err(StreamError::Status { code: 2, .. })
-        ));
+        let result = decode(&input, &[], 16, Some(garbled));
+        assert_eq!(status_code(&result), Some(code::UNKNOWN));
     }
 
     #[test]
     fn no_status_or_an_unfinished_message_is_an_error() {
         let input = framed(&[b"abc"]);
-        assert!(matches!(
-            decode(&input, &[], 16, None),
-            Err(StreamError::Status { code: 2, .. })
-        ));
-        assert!(matches!(
-            decode(&input[..6], &[], 16, Some(ok_trailers())),
-            Err(StreamError::Status { code: 13, .. })
-        ));
+        let result = decode(&input, &[], 16, None);
+        assert_eq!(status_code(&result), Some(code::UNKNOWN));
+        let result = decode(&input[..6], &[], 16, Some(ok_trailers()));
+        assert_eq!(status_code(&result), Some(code::INTERNAL));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::GrpcDecoder;
+    use crate::decode::fuzz::{decode_with, grown, limits, with_cuts};
+    use crate::decode::Decoder;
+
+    /// A gRPC body: messages of any length (some over the small limits), now and then a
+    /// compressed flag, and sometimes stray bytes at the end.
+    fn grpc_body() -> impl Strategy<Value = Vec<u8>> {
+        let message = (
+            prop_oneof![20 => Just(0u8), 1 => Just(1u8)],
+            proptest::collection::vec(any::<u8>(), 0..120),
+        );
+        (
+            proptest::collection::vec(message, 0..12),
+            proptest::collection::vec(any::<u8>(), 0..6),
+        )
+            .prop_map(|(messages, tail)| {
+                let mut body = Vec::new();
+                for (flag, payload) in messages {
+                    body.push(flag);
+                    body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+                    body.extend_from_slice(&payload);
+                }
+                body.extend_from_slice(&tail);
+                body
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn grpc(
+            max in limits(),
+            (input, cuts) in grpc_body().prop_flat_map(with_cuts),
+        ) {
+            // An unfinished prefix or message at most.
+            let bound = grown(max + 5);
+            let decoder = || Decoder::Other(Box::new(GrpcDecoder::new(max)));
+            let whole = decode_with(decoder(), max, &input, &[], usize::MAX);
+            prop_assert_eq!(decode_with(decoder(), max, &input, &cuts, bound), whole);
+        }
     }
 }

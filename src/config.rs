@@ -1,0 +1,328 @@
+//! The configuration [`SseLayer`](crate::SseLayer) and [`SseService`](crate::SseService)
+//! share, and the builder methods that set it on both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::sync::CancellationToken;
+
+use crate::close::OnClose;
+use crate::{Event, EventError, Framing, Message, StreamError};
+
+/// The default interval between heartbeat comments on an idle stream.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// The default reconnection delay sent to clients in the stream's first bytes.
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(3);
+/// The default limit on one message; past it the stream ends with an `error` event.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+/// The default time a connection may leave a written frame untaken before its client counts as
+/// stalled.
+pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(30);
+
+pub(crate) type MapMessage = Arc<dyn Fn(Message) -> Result<Event, EventError> + Send + Sync>;
+pub(crate) type MapError = Arc<dyn Fn(&StreamError) -> Option<Event> + Send + Sync>;
+
+/// Everything the layer, the service and each stream's body read; shared behind an `Arc`.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) heartbeat_comment: String,
+    pub(crate) retry: Option<Duration>,
+    pub(crate) always: bool,
+    pub(crate) max_message_size: usize,
+    pub(crate) framing: Option<Framing>,
+    pub(crate) map_message: Option<MapMessage>,
+    pub(crate) map_error: Option<MapError>,
+    pub(crate) on_disconnect: Option<OnClose>,
+    pub(crate) on_close: Option<OnClose>,
+    pub(crate) shutdown: Option<CancellationToken>,
+    /// The encoded event sent last when the shutdown signal ends a stream (may be empty).
+    pub(crate) shutdown_event: Bytes,
+    /// Its id, if it has one.
+    pub(crate) shutdown_event_id: Option<Bytes>,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) write_deadline: Option<Duration>,
+    /// The heartbeat comment, encoded once.
+    pub(crate) heartbeat_bytes: Bytes,
+    /// The first bytes of every stream: the retry hint, or the heartbeat comment.
+    pub(crate) preamble: Bytes,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut config = Self {
+            heartbeat: Some(DEFAULT_HEARTBEAT),
+            heartbeat_comment: String::new(),
+            retry: Some(DEFAULT_RETRY),
+            always: false,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            framing: None,
+            map_message: None,
+            map_error: None,
+            on_disconnect: None,
+            on_close: None,
+            shutdown: None,
+            shutdown_event: Bytes::new(),
+            shutdown_event_id: None,
+            max_age: None,
+            write_deadline: Some(DEFAULT_WRITE_DEADLINE),
+            heartbeat_bytes: Bytes::new(),
+            preamble: Bytes::new(),
+        };
+        config.encode_fixed_events();
+        config
+    }
+}
+
+impl Config {
+    /// Encodes the events every stream sends the same, through the one encoder.
+    pub(crate) fn encode_fixed_events(&mut self) {
+        let encode = |event: Event| {
+            let mut buf = BytesMut::new();
+            event.encode_into(&mut buf);
+            buf.freeze()
+        };
+        self.heartbeat_bytes = encode(Event::default().comment(self.heartbeat_comment.clone()));
+        self.preamble = match self.retry {
+            Some(retry) => encode(Event::default().retry(retry)),
+            None => self.heartbeat_bytes.clone(),
+        };
+    }
+
+    pub(crate) fn map(&self, message: Message) -> Result<Event, EventError> {
+        match &self.map_message {
+            Some(map) => map(message),
+            None => Ok(message.into_event()),
+        }
+    }
+
+    pub(crate) fn error_event(&self, error: &StreamError) -> Option<Event> {
+        match &self.map_error {
+            Some(map) => map(error),
+            None => Some(error.to_event()),
+        }
+    }
+}
+
+/// The builder methods, the same on [`SseLayer`] and [`SseService`].
+macro_rules! builder_methods {
+    () => {
+        /// Sends a heartbeat comment after each `interval` without output (default 15 s), so
+        /// proxies and clients keep an idle stream open. Every write resets the interval.
+        /// `Duration::ZERO` turns heartbeats off.
+        #[must_use]
+        pub fn heartbeat(mut self, interval: ::std::time::Duration) -> Self {
+            self.config_mut().heartbeat = (!interval.is_zero()).then_some(interval);
+            self
+        }
+
+        /// Sends no heartbeats.
+        #[must_use]
+        pub fn no_heartbeat(mut self) -> Self {
+            self.config_mut().heartbeat = None;
+            self
+        }
+
+        /// The text of the heartbeat comment (default empty: `:` and a blank line).
+        #[must_use]
+        pub fn heartbeat_comment(mut self, text: impl Into<String>) -> Self {
+            let config = self.config_mut();
+            config.heartbeat_comment = text.into();
+            config.encode_fixed_events();
+            self
+        }
+
+        /// The reconnection delay sent as `retry:` in the stream's first bytes (default 3 s).
+        #[must_use]
+        pub fn retry(mut self, delay: ::std::time::Duration) -> Self {
+            let config = self.config_mut();
+            config.retry = Some(delay);
+            config.encode_fixed_events();
+            self
+        }
+
+        /// Sends no retry hint; the stream then opens with a comment.
+        #[must_use]
+        pub fn no_retry(mut self) -> Self {
+            let config = self.config_mut();
+            config.retry = None;
+            config.encode_fixed_events();
+            self
+        }
+
+        /// Converts every 2xx response, not only those to requests whose `Accept` names
+        /// `text/event-stream`.
+        #[must_use]
+        pub fn always(mut self) -> Self {
+            self.config_mut().always = true;
+            self
+        }
+
+        /// The largest message, in bytes, a decoder accepts (default 1 MiB). A longer one ends
+        /// the stream with an `error` event. No decoder holds more than this of an unfinished
+        /// message (plus a few bytes of field name); comment lines are dropped as they come.
+        #[must_use]
+        pub fn max_message_size(mut self, limit: usize) -> Self {
+            self.config_mut().max_message_size = limit;
+            self
+        }
+
+        /// Cuts the inner body with `framing` whatever its `Content-Type` says.
+        #[must_use]
+        pub fn framing(mut self, framing: $crate::Framing) -> Self {
+            self.config_mut().framing = Some(framing);
+            self
+        }
+
+        /// Maps each message to its event (default: [`Message::into_event`]). An error ends the
+        /// stream with an `error` event, as [`map_error`](Self::map_error) decides.
+        ///
+        /// For an inner event stream, a mapper should keep the message's `id` and `retry`
+        /// (start from `message.clone().into_event()`): what it leaves out, clients never see.
+        ///
+        /// [`Message::into_event`]: crate::Message::into_event
+        #[must_use]
+        pub fn map_message<F>(mut self, map: F) -> Self
+        where
+            F: Fn($crate::Message) -> Result<$crate::Event, $crate::EventError>
+                + Send
+                + Sync
+                + 'static,
+        {
+            self.config_mut().map_message = Some(::std::sync::Arc::new(map));
+            self
+        }
+
+        /// Chooses the final event sent when the stream fails (default:
+        /// [`StreamError::to_event`]); `None` ends the stream without one.
+        ///
+        /// [`StreamError::to_event`]: crate::StreamError::to_event
+        #[must_use]
+        pub fn map_error<F>(mut self, map: F) -> Self
+        where
+            F: Fn(&$crate::StreamError) -> Option<$crate::Event> + Send + Sync + 'static,
+        {
+            self.config_mut().map_error = Some(::std::sync::Arc::new(map));
+            self
+        }
+
+        /// Called once for every stream the client ended: it went away
+        /// ([`ClientGone`](crate::CloseReason::ClientGone)) or stopped reading
+        /// ([`Stalled`](crate::CloseReason::Stalled)).
+        #[must_use]
+        pub fn on_disconnect<F>(mut self, callback: F) -> Self
+        where
+            F: Fn(&$crate::CloseInfo) + Send + Sync + 'static,
+        {
+            self.config_mut().on_disconnect = Some(::std::sync::Arc::new(callback));
+            self
+        }
+
+        /// Called once for every event stream that closes, whatever the
+        /// [reason](crate::CloseReason) (a stream whose body the connection never read, as for
+        /// `HEAD`, is not reported). Runs before [`on_disconnect`](Self::on_disconnect).
+        ///
+        /// Both callbacks run where the close is found (the connection's task, or a task on the
+        /// runtime for a stall): keep them quick, and do not panic in them.
+        #[must_use]
+        pub fn on_close<F>(mut self, callback: F) -> Self
+        where
+            F: Fn(&$crate::CloseInfo) + Send + Sync + 'static,
+        {
+            self.config_mut().on_close = Some(::std::sync::Arc::new(callback));
+            self
+        }
+
+        /// Ends every open stream when `signal` is cancelled: what is already encoded is sent,
+        /// then the [`shutdown_event`](Self::shutdown_event) if any, then the end. Requests
+        /// whose `Accept` names `text/event-stream` that arrive after it get that answer at once
+        /// (a `200` with the retry hint, the shutdown event, and the end), without reaching the
+        /// inner service, so clients retry later rather than give up (`EventSource` gives up
+        /// for good on any other status). Other requests are served as usual. Cancel it when the server's own graceful shutdown
+        /// starts (or before, to drain): open streams no longer hold the server up.
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use tokio_util::sync::CancellationToken;
+        /// use tower_sse::{Event, SseLayer};
+        ///
+        /// let shutdown = CancellationToken::new();
+        /// let bye = Event::default().event("shutdown")?.data("restarting");
+        /// let layer = SseLayer::new()
+        ///     .graceful_shutdown(shutdown.clone())
+        ///     .shutdown_event(bye.retry(Duration::from_secs(5)));
+        /// // axum::serve(listener, app.layer(layer))
+        /// //     .with_graceful_shutdown(shutdown.cancelled_owned())
+        /// # let _ = layer;
+        /// # Ok::<(), tower_sse::EventError>(())
+        /// ```
+        #[must_use]
+        pub fn graceful_shutdown(mut self, signal: ::tokio_util::sync::CancellationToken) -> Self {
+            self.config_mut().shutdown = Some(signal);
+            self
+        }
+
+        /// The event sent last on every stream the shutdown signal ends (default: none). Give
+        /// it a `retry` to spread reconnections out, or to point them past a restart.
+        #[must_use]
+        pub fn shutdown_event(mut self, mut event: $crate::Event) -> Self {
+            let mut buf = ::bytes::BytesMut::new();
+            event.encode_into(&mut buf);
+            let config = self.config_mut();
+            config.shutdown_event = buf.freeze();
+            config.shutdown_event_id = event.take_id();
+            self
+        }
+
+        /// Ends each stream after a random 80–100 % of `age` (default: never), always after a
+        /// complete event. Clients reconnect with `Last-Event-ID`, to whichever node the load
+        /// balancer picks: long-lived streams no longer pin load to old nodes. The jitter keeps
+        /// streams opened together from reconnecting together. `Duration::ZERO` turns it off.
+        #[must_use]
+        pub fn max_age(mut self, age: ::std::time::Duration) -> Self {
+            self.config_mut().max_age = (!age.is_zero()).then_some(age);
+            self
+        }
+
+        /// How long a frame handed to the connection may wait before the connection asks for
+        /// the next one (it does not while its write queue is full: the client stopped reading,
+        /// reads too slowly to drain the queue in time, or its packets are lost) before the
+        /// client counts as stalled (default 30 s): the [`Disconnect`](crate::Disconnect) handle resolves, so
+        /// the producer stops, and the close is reported as
+        /// [`Stalled`](crate::CloseReason::Stalled). The body ends if the connection asks for
+        /// more again. `Duration::ZERO` turns the watch off. It needs a tokio runtime where the
+        /// response is made; see the README's "Lifecycle" section for what completes it at the
+        /// TCP level.
+        #[must_use]
+        pub fn write_deadline(mut self, deadline: ::std::time::Duration) -> Self {
+            // A timer cannot be set closer than a millisecond.
+            let deadline =
+                (!deadline.is_zero()).then(|| deadline.max(::std::time::Duration::from_millis(1)));
+            self.config_mut().write_deadline = deadline;
+            self
+        }
+    };
+}
+pub(crate) use builder_methods;
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("heartbeat", &self.heartbeat)
+            .field("heartbeat_comment", &self.heartbeat_comment)
+            .field("retry", &self.retry)
+            .field("always", &self.always)
+            .field("max_message_size", &self.max_message_size)
+            .field("framing", &self.framing)
+            .field("map_message", &self.map_message.is_some())
+            .field("map_error", &self.map_error.is_some())
+            .field("on_disconnect", &self.on_disconnect.is_some())
+            .field("on_close", &self.on_close.is_some())
+            .field("graceful_shutdown", &self.shutdown.is_some())
+            .field("shutdown_event", &!self.shutdown_event.is_empty())
+            .field("max_age", &self.max_age)
+            .field("write_deadline", &self.write_deadline)
+            .finish_non_exhaustive()
+    }
+}

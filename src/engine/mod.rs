@@ -1,0 +1,323 @@
+//! The event-stream engine: one state machine that writes every event stream, whatever its
+//! [`Source`] of events. It sends the preamble, coalesces what the source has ready into one
+//! frame, sends heartbeats while the source is idle, ends the stream for the shutdown signal or
+//! the maximum age after whole events, watches the write deadline, and reports the close.
+//!
+//! Two sources exist: [`Decoded`], an inner body cut into messages by a decoder and mapped to
+//! events, and [`Handoff`], events already encoded by someone else (a second layer's source).
+
+mod decoded;
+mod handoff;
+mod jitter;
+mod source;
+mod tracker;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::Frame;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::config::Config;
+use crate::{CloseReason, StreamError};
+
+pub(crate) use decoded::{copy_out, Decoded};
+#[allow(unused_imports)] // the hub (next) is the first source outside tests
+pub(crate) use handoff::{BoxSource, Handoff, HandoffSlot};
+pub(crate) use source::{Output, Source};
+use tracker::Tracker;
+
+/// Events already ready are coalesced into one body frame up to this size: the cost per frame,
+/// not the encoding, bounds throughput. Coalescing never waits for more events.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Once a second event joins a frame, the buffer grows to this at once instead of doubling (and
+/// copying) its way up; the slack keeps the last small event from growing it again.
+const FRAME_CAPACITY: usize = FLUSH_AT + 8 * 1024;
+
+pin_project! {
+    /// One event stream, written from `source`.
+    pub(crate) struct Engine<S> {
+        #[pin]
+        source: S,
+        // Fires for the next heartbeat or the maximum age, whichever is first.
+        #[pin]
+        timer: Option<Sleep>,
+        #[pin]
+        shutdown: Option<WaitForCancellationFutureOwned>,
+        // Fires a write deadline after the last frame handed on (see `Tracker`).
+        #[pin]
+        watchdog: Option<Sleep>,
+        state: State,
+    }
+}
+
+/// The stream's state, apart from the pinned source and timers.
+struct State {
+    config: Arc<Config>,
+    /// Encoded bytes not yet handed to the connection.
+    buf: BytesMut,
+    /// Whether `buf` holds an event (not just the preamble): another one joining it is a burst.
+    coalescing: bool,
+    phase: Phase,
+    /// When the last bytes were handed on; heartbeats are due an interval after it.
+    last_write: Instant,
+    /// When the stream reaches its maximum age.
+    age_limit: Option<Instant>,
+    tracker: Tracker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading the source.
+    Streaming,
+    /// The source ended or failed, or the stream is closing: send what is buffered (whole
+    /// events only), then end.
+    Ending,
+    /// Ended.
+    Done,
+}
+
+/// What the timer of an idle stream found due.
+enum Due {
+    Heartbeat,
+    MaxAge,
+}
+
+impl<S> Engine<S> {
+    /// A stream over `source`; `disconnect` is cancelled when it ends, is dropped, or its client
+    /// stalls.
+    pub(crate) fn new(source: S, config: Arc<Config>, disconnect: CancellationToken) -> Self {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&config.preamble);
+        let now = Instant::now();
+        let state = State {
+            buf,
+            coalescing: false,
+            phase: Phase::Streaming,
+            last_write: now,
+            age_limit: config
+                .max_age
+                .and_then(|age| now.checked_add(jitter::jittered(age))),
+            tracker: Tracker::new(config.clone(), disconnect),
+            config: config.clone(),
+        };
+        Self {
+            source,
+            timer: None,
+            shutdown: config
+                .shutdown
+                .clone()
+                .map(CancellationToken::cancelled_owned),
+            watchdog: None,
+            state,
+        }
+    }
+
+    /// Whether the stream has ended.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.phase == Phase::Done
+    }
+
+}
+
+impl<S: Source> Engine<S> {
+    /// The next frame to hand to the connection, or the end.
+    pub(crate) fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Frame<Bytes>>> {
+        let this = self.project();
+        let state = this.state;
+        let frame = state.poll_frame(this.source, this.timer, this.shutdown, cx);
+        if let Poll::Ready(Some(_)) = frame {
+            state.arm_watchdog(this.watchdog);
+        }
+        frame
+    }
+}
+
+impl State {
+    fn poll_frame<S: Source>(
+        &mut self,
+        source: Pin<&mut S>,
+        timer: Pin<&mut Option<Sleep>>,
+        shutdown: Pin<&mut Option<WaitForCancellationFutureOwned>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Frame<Bytes>>> {
+        self.tracker.polled();
+        if self.phase == Phase::Done {
+            return Poll::Ready(None);
+        }
+        if self.tracker.closed_elsewhere() {
+            // Reported as stalled while the connection could not write: it is back, and gets
+            // the end at once.
+            self.phase = Phase::Done;
+            return Poll::Ready(None);
+        }
+        if self.phase == Phase::Streaming {
+            self.check_close(shutdown, cx);
+        }
+        if self.phase == Phase::Streaming {
+            self.pull(source, cx);
+        }
+        if self.phase == Phase::Streaming && self.buf.is_empty() {
+            match self.poll_timer(timer, cx) {
+                Some(Due::Heartbeat) => {
+                    // Shared, encoded once: a heartbeat allocates nothing.
+                    let heartbeat = self.config.heartbeat_bytes.clone();
+                    return Poll::Ready(Some(self.hand_on(heartbeat)));
+                }
+                Some(Due::MaxAge) => self.close(CloseReason::MaxAge),
+                None => return Poll::Pending,
+            }
+        }
+        if !self.buf.is_empty() {
+            return Poll::Ready(Some(self.flush()));
+        }
+        // Here the stream is ending and everything is sent.
+        self.phase = Phase::Done;
+        self.tracker.ended();
+        Poll::Ready(None)
+    }
+
+    /// Ends the stream for the shutdown signal or the maximum age, whichever came.
+    fn check_close(
+        &mut self,
+        shutdown: Pin<&mut Option<WaitForCancellationFutureOwned>>,
+        cx: &mut Context<'_>,
+    ) {
+        if shutdown
+            .as_pin_mut()
+            .is_some_and(|signal| signal.poll(cx).is_ready())
+        {
+            self.close(CloseReason::Shutdown);
+        } else if self.age_limit.is_some_and(|limit| Instant::now() >= limit) {
+            self.close(CloseReason::MaxAge);
+        }
+    }
+
+    /// Writes what the source has ready into the buffer, up to the flush bound; never waits.
+    fn pull<S: Source>(&mut self, source: Pin<&mut S>, cx: &mut Context<'_>) {
+        let mut out = Output {
+            buf: &mut self.buf,
+            coalescing: &mut self.coalescing,
+            config: &self.config,
+            tracker: &mut self.tracker,
+        };
+        match source.poll_events(cx, &mut out) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(())) => self.phase = Phase::Ending,
+            Poll::Ready(Err(error)) => self.fail(&error),
+        }
+    }
+
+    /// Stops reading the source (an unfinished message in a decoder is dropped: the client sees
+    /// only whole events) and ends after what is encoded, and the shutdown event when the
+    /// shutdown signal is the reason.
+    fn close(&mut self, reason: CloseReason) {
+        self.phase = Phase::Ending;
+        self.tracker.closing(reason);
+        if reason == CloseReason::Shutdown && !self.config.shutdown_event.is_empty() {
+            self.buf.extend_from_slice(&self.config.shutdown_event);
+            self.tracker
+                .event_sent(self.config.shutdown_event_id.clone());
+        }
+    }
+
+    /// Ends the stream after the events already encoded and a final error event.
+    fn fail(&mut self, error: &StreamError) {
+        self.phase = Phase::Ending;
+        self.tracker.failed(error);
+        if let Some(mut event) = self.config.error_event(error) {
+            event.encode_into(&mut self.buf);
+            self.tracker.event_sent(event.take_id());
+        }
+    }
+
+    /// Hands the buffer on whole: an idle stream keeps no buffer, and the next frame starts a
+    /// new one.
+    fn flush(&mut self) -> Frame<Bytes> {
+        self.coalescing = false;
+        let bytes = std::mem::take(&mut self.buf).freeze();
+        self.hand_on(bytes)
+    }
+
+    fn hand_on(&mut self, bytes: Bytes) -> Frame<Bytes> {
+        self.last_write = Instant::now();
+        self.tracker.handed_on(bytes.len(), self.last_write);
+        Frame::data(bytes)
+    }
+
+    /// Sets the watchdog timer to a write deadline after the frame just handed on. Extending a
+    /// registered timer is a compare-and-swap; it is polled with the watchdog's waker, outside
+    /// the task's budget so that it always registers.
+    fn arm_watchdog(&self, mut timer: Pin<&mut Option<Sleep>>) {
+        let (Some(waker), Some(deadline)) = (self.tracker.watchdog(), self.config.write_deadline)
+        else {
+            return;
+        };
+        let Some(due) = self.last_write.checked_add(deadline) else {
+            return;
+        };
+        match timer.as_mut().as_pin_mut() {
+            Some(sleep) => sleep.reset(due),
+            None => timer.set(Some(tokio::time::sleep_until(due))),
+        }
+        if let Some(sleep) = timer.as_pin_mut() {
+            let mut unconstrained = tokio::task::unconstrained(sleep);
+            // Pending: the deadline (at least a millisecond away) is in the future.
+            let _ = Pin::new(&mut unconstrained).poll(&mut Context::from_waker(waker));
+        }
+    }
+
+    /// What is due on an idle stream, if anything: a heartbeat, or the end of its maximum age.
+    /// The timer is only re-armed when it fires early (because something was written since it
+    /// was set), so a busy stream costs no timer work per event.
+    fn poll_timer(&self, mut timer: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> Option<Due> {
+        // An interval too long to add to a clock reading never comes due.
+        let heartbeat = self
+            .config
+            .heartbeat
+            .and_then(|interval| self.last_write.checked_add(interval));
+        let next = match (heartbeat, self.age_limit) {
+            (Some(heartbeat), Some(limit)) => heartbeat.min(limit),
+            (due, None) | (None, due) => due?,
+        };
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep_until(next)));
+        }
+        let mut sleep = timer.as_pin_mut()?;
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            let now = Instant::now();
+            if self.age_limit.is_some_and(|limit| now >= limit) {
+                return Some(Due::MaxAge);
+            }
+            if heartbeat.is_some_and(|due| now >= due) {
+                // The heartbeat written now moves the next one an interval on.
+                let after = self
+                    .config
+                    .heartbeat
+                    .and_then(|interval| now.checked_add(interval));
+                let after = match (after, self.age_limit) {
+                    (Some(after), Some(limit)) => after.min(limit),
+                    (after, limit) => after.or(limit).unwrap_or(next),
+                };
+                sleep.reset(after);
+                return Some(Due::Heartbeat);
+            }
+            sleep.as_mut().reset(next);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,84 @@
+//! The seam between the engine and what it writes: a [`Source`] of events, and the [`Output`]
+//! it writes them into.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+
+use super::tracker::Tracker;
+use super::{FLUSH_AT, FRAME_CAPACITY};
+use crate::config::Config;
+use crate::{Event, Message, StreamError};
+
+/// Where the events of one stream come from. The engine asks for more each time the connection
+/// asks for a frame, and gives every stream the same lifecycle (preamble, coalescing,
+/// heartbeats, shutdown, maximum age, write deadline, close reports) whatever its source.
+pub(crate) trait Source {
+    /// Writes every event that is ready into `out`, until `out` [is full](Output::is_full) or
+    /// none is ready; never waits.
+    ///
+    /// `Ready(Ok(()))`: the source has ended, and wrote all it had. `Ready(Err(_))`: it failed
+    /// (the stream ends with a final error event). `Pending`: nothing more now; a wake-up is
+    /// registered with `cx`, unless `out` is full (the engine then comes back after the frame).
+    fn poll_events(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut Output<'_>,
+    ) -> Poll<Result<(), StreamError>>;
+}
+
+impl<S: Source + ?Sized> Source for Pin<Box<S>> {
+    fn poll_events(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut Output<'_>,
+    ) -> Poll<Result<(), StreamError>> {
+        self.get_mut().as_mut().poll_events(cx, out)
+    }
+}
+
+/// The engine's side of the seam: the frame being coalesced, and the stream's counters.
+pub(crate) struct Output<'a> {
+    pub(super) buf: &'a mut BytesMut,
+    pub(super) coalescing: &'a mut bool,
+    pub(super) config: &'a Config,
+    pub(super) tracker: &'a mut Tracker,
+}
+
+impl Output<'_> {
+    /// Whether the frame has reached the flush bound: write no more into it.
+    pub(crate) fn is_full(&self) -> bool {
+        self.buf.len() >= FLUSH_AT
+    }
+
+    /// Maps a decoded message with the layer's mapper, and writes the event.
+    pub(crate) fn message(&mut self, message: Message) -> Result<(), StreamError> {
+        let event = self.config.map(message).map_err(StreamError::Event)?;
+        self.event(event);
+        Ok(())
+    }
+
+    /// Encodes `event` into the frame.
+    pub(crate) fn event(&mut self, mut event: Event) {
+        self.reserve();
+        event.encode_into(self.buf);
+        self.tracker.event_sent(event.take_id());
+    }
+
+    /// Writes one event already encoded (whole, ending with its blank line) and its id.
+    #[allow(dead_code)] // the hub (next) is the first source of encoded events outside tests
+    pub(crate) fn encoded(&mut self, event: &[u8], id: Option<Bytes>) {
+        self.reserve();
+        self.buf.extend_from_slice(event);
+        self.tracker.event_sent(id);
+    }
+
+    /// Makes room for a whole frame once events are being coalesced (one is already in it). A
+    /// lone event on an idle stream gets a buffer of its own size.
+    fn reserve(&mut self) {
+        if std::mem::replace(self.coalescing, true) && self.buf.capacity() < FLUSH_AT {
+            self.buf.reserve(FRAME_CAPACITY - self.buf.len());
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The gateway (feature `gateway`): [`Upstream`] forwards requests to one upstream server, so that [`SseLayer`] can serve the
+//! upstream's NDJSON or event stream to browsers (a gateway, or reverse proxy).
+//!
+//! [`SseLayer`]: crate::SseLayer
+
+mod future;
+mod path;
+mod upstream;
+
+pub use crate::headers::remove_hop_by_hop_headers;
+pub use future::UpstreamFuture;
+pub use upstream::{InvalidUpstream, Upstream, UpstreamBody, DEFAULT_HEAD_TIMEOUT};
