@@ -29,6 +29,7 @@ use axum::response::sse::{Event as AxumEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use common::{row, Samples, Unit};
+use futures_util::StreamExt;
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -36,7 +37,6 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use futures_util::StreamExt;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_sse::{SseLayer, DEFAULT_WRITE_DEADLINE};
 

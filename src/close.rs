@@ -54,4 +54,3 @@ pub struct CloseInfo {
 
 /// A callback told of closed streams.
 pub(crate) type OnClose = Arc<dyn Fn(&CloseInfo) + Send + Sync>;
-

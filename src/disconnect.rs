@@ -57,4 +57,3 @@ impl Disconnect {
         self.token.is_cancelled()
     }
 }
-

@@ -144,18 +144,22 @@ fn into_event_stream<B>(
     if !is_convertible(head.status, &head.headers) {
         return Response::from_parts(head, SseBody::untouched(body, done));
     }
-    // Clients accept exactly 200 for an event stream.
-    head.status = StatusCode::OK;
-    set_event_stream_headers(&mut head.headers, stream.vary_accept);
-    // One of this crate's own streams: served from its source, not decoded again.
-    if let Some(source) = head.extensions.remove::<HandoffSlot>().and_then(|slot| slot.take()) {
-        let body = SseBody::handoff(Handoff::Taken(source), stream.config, done);
-        return Response::from_parts(head, body);
-    }
     let framing = stream
         .config
         .framing
         .unwrap_or_else(|| Framing::from_content_type(head.headers.get(header::CONTENT_TYPE)));
+    // Clients accept exactly 200 for an event stream.
+    head.status = StatusCode::OK;
+    set_event_stream_headers(&mut head.headers, stream.vary_accept);
+    // One of this crate's own streams: served from its source, not decoded again.
+    if let Some(source) = head
+        .extensions
+        .remove::<HandoffSlot>()
+        .and_then(|slot| slot.take())
+    {
+        let body = SseBody::handoff(Handoff::Taken(source), stream.config, done);
+        return Response::from_parts(head, body);
+    }
     let config = &stream.config;
     let decoder = Decoder::new(framing, config.max_message_size, config.retry);
     let body = SseBody::events(body, decoder, stream.config, done);

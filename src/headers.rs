@@ -113,10 +113,7 @@ pub(crate) fn set_event_stream_headers(headers: &mut HeaderMap, vary_accept: boo
     for name in ["content-md5", "digest", "content-digest", "repr-digest"] {
         headers.remove(name);
     }
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(EVENT_STREAM),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, no-transform"),
@@ -129,8 +126,8 @@ pub(crate) fn set_event_stream_headers(headers: &mut HeaderMap, vary_accept: boo
 
 /// Adds `Vary: Accept` unless the response already varies on it (or on everything).
 pub(crate) fn add_vary_accept(headers: &mut HeaderMap) {
-    let varies = list(headers, &header::VARY)
-        .any(|name| name == "*" || name.eq_ignore_ascii_case("accept"));
+    let varies =
+        list(headers, &header::VARY).any(|name| name == "*" || name.eq_ignore_ascii_case("accept"));
     if !varies {
         headers.append(header::VARY, HeaderValue::from_static("accept"));
     }
@@ -142,7 +139,12 @@ pub(crate) fn is_identity_encoded(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
-        .all(|coding| coding.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+        .all(|coding| {
+            coding
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"identity")
+        })
 }
 
 #[cfg(test)]

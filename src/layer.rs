@@ -62,4 +62,3 @@ impl std::fmt::Debug for SseLayer {
             .finish()
     }
 }
-

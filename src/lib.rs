@@ -102,7 +102,9 @@ pub mod grpc;
 
 pub use body::SseBody;
 pub use close::{CloseInfo, CloseReason};
-pub use config::{DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RETRY, DEFAULT_WRITE_DEADLINE};
+pub use config::{
+    DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RETRY, DEFAULT_WRITE_DEADLINE,
+};
 pub use decode::Framing;
 pub use disconnect::Disconnect;
 pub use error::{BoxError, StreamError};

@@ -84,7 +84,10 @@ async fn drain(body: SseBody<Frames>) -> (u64, u64, usize) {
 #[tokio::test(flavor = "current_thread")]
 async fn ready_events_share_one_buffer_per_frame() {
     let (allocations, frames, bytes) = drain(event_stream(false).await).await;
-    assert!(bytes >= EVENTS * 72, "every event was sent");
+    assert!(
+        bytes >= EVENTS * 72,
+        "every event was sent: {bytes} bytes in {frames} frames"
+    );
     // Per frame, not per event: the first event's buffer, its growth to the frame's full size
     // when a second event is ready, and the shared handle `Bytes` makes for it.
     assert!(
@@ -97,7 +100,10 @@ async fn ready_events_share_one_buffer_per_frame() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_lone_event_allocates_only_its_output_buffer() {
     let (allocations, frames, bytes) = drain(event_stream(true).await).await;
-    assert!(bytes >= EVENTS * 72, "every event was sent");
+    assert!(
+        bytes >= EVENTS * 72,
+        "every event was sent: {bytes} bytes in {frames} frames"
+    );
     assert!(frames as usize >= EVENTS, "one frame per event");
     assert!(
         allocations <= EVENTS as u64 + 4,

@@ -65,11 +65,7 @@ impl EventStreamDecoder {
         self.line.capacity() + self.data.capacity()
     }
 
-    pub(super) fn decode(
-        &mut self,
-        chunk: Bytes,
-        emit: &mut Emit<'_>,
-    ) -> Result<(), StreamError> {
+    pub(super) fn decode(&mut self, chunk: Bytes, emit: &mut Emit<'_>) -> Result<(), StreamError> {
         let mut rest: &[u8] = &chunk;
         if rest.is_empty() {
             return Ok(()); // keeps `skip_lf` for the next byte
@@ -117,10 +113,7 @@ impl EventStreamDecoder {
 
     /// The body ended: an unfinished event is dropped, as clients drop it, but a `retry` already
     /// read took effect for clients the moment its line ended, so it is passed on.
-    pub(super) fn finish(
-        &mut self,
-        emit: &mut Emit<'_>,
-    ) -> Result<(), StreamError> {
+    pub(super) fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StreamError> {
         match self.retry.take() {
             Some(retry) if self.preamble_retry.take() == Some(retry) => Ok(()),
             Some(retry) => emit(Item::Control(Event::from_parsed(
@@ -134,11 +127,7 @@ impl EventStreamDecoder {
     }
 
     /// Processes one complete line.
-    fn field(
-        &mut self,
-        mut line: &[u8],
-        emit: &mut Emit<'_>,
-    ) -> Result<(), StreamError> {
+    fn field(&mut self, mut line: &[u8], emit: &mut Emit<'_>) -> Result<(), StreamError> {
         let whole = line.len();
         if std::mem::take(&mut self.first_line) {
             line = line.strip_prefix(BOM).unwrap_or(line);
@@ -188,10 +177,7 @@ impl EventStreamDecoder {
     }
 
     /// A blank line: hands on the event (or the id/retry change) gathered since the last one.
-    fn dispatch(
-        &mut self,
-        emit: &mut Emit<'_>,
-    ) -> Result<(), StreamError> {
+    fn dispatch(&mut self, emit: &mut Emit<'_>) -> Result<(), StreamError> {
         let event = self.event.take();
         let id = self.id.take();
         let retry = self.retry.take();

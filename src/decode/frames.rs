@@ -5,11 +5,7 @@ use bytes::Bytes;
 use super::{Emit, Item};
 use crate::{Framing, Message, StreamError};
 
-pub(super) fn decode(
-    chunk: Bytes,
-    max: usize,
-    emit: &mut Emit<'_>,
-) -> Result<(), StreamError> {
+pub(super) fn decode(chunk: Bytes, max: usize, emit: &mut Emit<'_>) -> Result<(), StreamError> {
     if chunk.is_empty() {
         return Ok(());
     }

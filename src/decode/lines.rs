@@ -49,19 +49,12 @@ impl LineDecoder {
         Ok(())
     }
 
-    pub(super) fn finish(
-        &mut self,
-        emit: &mut Emit<'_>,
-    ) -> Result<(), StreamError> {
+    pub(super) fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StreamError> {
         let last = std::mem::take(&mut self.partial).freeze();
         self.line(last, emit)
     }
 
-    fn line(
-        &self,
-        mut line: Bytes,
-        emit: &mut Emit<'_>,
-    ) -> Result<(), StreamError> {
+    fn line(&self, mut line: Bytes, emit: &mut Emit<'_>) -> Result<(), StreamError> {
         if line.last() == Some(&b'\r') {
             line.truncate(line.len() - 1);
         }

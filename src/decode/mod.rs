@@ -101,7 +101,9 @@ pub(crate) trait Decode: Send {
 /// The decoder of one response, picked by its [`Framing`] (or given by a layer built on this
 /// one).
 pub(crate) enum Decoder {
-    Frames { max: usize },
+    Frames {
+        max: usize,
+    },
     Lines(LineDecoder),
     EventStream(Box<EventStreamDecoder>),
     /// The seam for layers built on the core (gRPC's decoder).
@@ -141,11 +143,7 @@ impl Decoder {
     }
 
     /// Decodes one chunk, calling `emit` for every complete item. Stops at the first error.
-    pub(crate) fn decode(
-        &mut self,
-        chunk: Bytes,
-        emit: &mut Emit<'_>,
-    ) -> Result<(), StreamError> {
+    pub(crate) fn decode(&mut self, chunk: Bytes, emit: &mut Emit<'_>) -> Result<(), StreamError> {
         match self {
             Self::Frames { max } => frames::decode(chunk, *max, emit),
             Self::Lines(decoder) => decoder.decode(chunk, emit),

@@ -28,7 +28,10 @@ impl HandoffSlot {
     /// Takes the source; `None` once someone has.
     pub(crate) fn take(&self) -> Option<BoxSource> {
         // Nothing panics while holding the lock, and an `Option` is valid in any case.
-        let mut slot = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         slot.take()
     }
 }

@@ -123,7 +123,6 @@ impl<S> Engine<S> {
     pub(crate) fn is_done(&self) -> bool {
         self.state.phase == Phase::Done
     }
-
 }
 
 impl<S: Source> Engine<S> {

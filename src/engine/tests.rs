@@ -54,7 +54,9 @@ fn handing_off(
     Request<()>,
     Response = Response<SseBody<http_body_util::Empty<Bytes>>>,
     Error = Infallible,
-    Future = std::future::Ready<Result<Response<SseBody<http_body_util::Empty<Bytes>>>, Infallible>>,
+    Future = std::future::Ready<
+        Result<Response<SseBody<http_body_util::Empty<Bytes>>>, Infallible>,
+    >,
 > + Clone {
     service_fn(move |_: Request<()>| {
         let rx = rx.lock().ok().and_then(|mut rx| rx.take());
@@ -104,7 +106,9 @@ async fn encoded_events_get_the_layers_lifecycle_without_being_decoded() {
             }
         });
     let service = layer.layer(handing_off(Arc::new(Mutex::new(Some(rx)))));
-    let request = Request::get("/").header("accept", "text/event-stream").body(());
+    let request = Request::get("/")
+        .header("accept", "text/event-stream")
+        .body(());
     let response = service
         .oneshot(request.unwrap_or_default())
         .await
@@ -153,7 +157,9 @@ async fn without_a_layer_the_handed_off_body_is_a_stream_of_its_own() {
     // The default settings: the 3 s retry hint, the event, the end.
     let mut text = String::new();
     while let Some(Ok(frame)) = body.frame().await {
-        text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
+        text.push_str(&String::from_utf8_lossy(
+            &frame.into_data().unwrap_or_default(),
+        ));
     }
     assert_eq!(text, "retry: 3000\n\nid: 7\ndata: x\n\n");
 }
@@ -170,7 +176,9 @@ async fn an_inner_service_setting_the_same_headers_is_decoded_again() {
         Ok::<_, Infallible>(response)
     });
     let service = SseLayer::new().no_retry().no_heartbeat().layer(inner);
-    let request = Request::get("/").header("accept", "text/event-stream").body(());
+    let request = Request::get("/")
+        .header("accept", "text/event-stream")
+        .body(());
     let response = service
         .oneshot(request.unwrap_or_default())
         .await
@@ -180,4 +188,30 @@ async fn an_inner_service_setting_the_same_headers_is_decoded_again() {
         Err(never) => match never {},
     };
     assert_eq!(&collected[..], b":\n\ndata: a\nid: 9\n\n");
+}
+
+#[tokio::test]
+async fn the_framing_is_read_from_the_inner_head_before_it_is_rewritten() {
+    // No `Content-Type`: one frame is one message (not an event stream, which the rewritten
+    // head would claim, and which would drop these unterminated lines).
+    let inner = service_fn(|_: Request<()>| {
+        let frames = ["one", "two"]
+            .map(|text| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(text))));
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        std::future::ready(Ok::<_, Infallible>(Response::new(body)))
+    });
+    let service = SseLayer::new()
+        .always()
+        .no_retry()
+        .no_heartbeat()
+        .layer(inner);
+    let response = service
+        .oneshot(Request::new(()))
+        .await
+        .unwrap_or_else(|never| match never {});
+    let collected: Bytes = match response.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    assert_eq!(&collected[..], b":\n\ndata: one\n\ndata: two\n\n");
 }

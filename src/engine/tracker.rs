@@ -266,4 +266,3 @@ impl Wake for Shared {
         self.check_stall();
     }
 }
-

@@ -29,8 +29,8 @@ mod tests {
     use http::{Request, StatusCode, Uri};
     use percent_encoding::percent_decode;
 
-    use super::super::upstream::tests::upstream;
     use super::super::upstream::answer;
+    use super::super::upstream::tests::upstream;
 
     #[test]
     fn no_path_climbs_out_of_the_prefix() -> Result<(), Box<dyn std::error::Error>> {
@@ -210,5 +210,4 @@ mod tests {
             }
         }
     }
-
 }

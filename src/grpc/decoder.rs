@@ -34,7 +34,6 @@ impl GrpcDecoder {
         }
     }
 
-
     pub(super) fn decode(
         &mut self,
         mut chunk: Bytes,
@@ -62,7 +61,10 @@ impl GrpcDecoder {
                 self.partial.split().freeze()
             };
             self.expected = None;
-            emit(Item::Message(Message::with_framing(message, Framing::Frames)))?;
+            emit(Item::Message(Message::with_framing(
+                message,
+                Framing::Frames,
+            )))?;
         }
         Ok(())
     }

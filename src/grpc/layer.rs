@@ -264,7 +264,8 @@ fn into_event_stream<B>(
     let mut decoder = GrpcDecoder::new(stream.config.max_message_size);
     // A status in the head is a "trailers-only" response: the call ended before any message.
     let trailers_only = decoder.trailers(&head.headers).err();
-    if let Some(CallError::Status { code, message }) = trailers_only.as_ref().and_then(CallError::of)
+    if let Some(CallError::Status { code, message }) =
+        trailers_only.as_ref().and_then(CallError::of)
     {
         let json = status::status_json(*code, message);
         let mut response = answer(http_status(*code), "application/json", json);
