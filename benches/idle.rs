@@ -53,6 +53,25 @@ const SERVERS: [(&str, &str); 3] = [
     ("raw", "raw hyper"),
 ];
 
+/// The layer, built once per server as an application builds it (a layer built per request
+/// would give each stream a configuration of its own to hold).
+fn layer() -> &'static SseLayer {
+    static LAYER: std::sync::OnceLock<SseLayer> = std::sync::OnceLock::new();
+    LAYER.get_or_init(|| {
+        // TOWER_SSE_BENCH_NO_WATCHDOG=1 measures the layer without its write deadline.
+        let watchdog = std::env::var_os("TOWER_SSE_BENCH_NO_WATCHDOG").is_none();
+        let deadline = if watchdog {
+            DEFAULT_WRITE_DEADLINE
+        } else {
+            Duration::ZERO
+        };
+        SseLayer::new()
+            .heartbeat(HEARTBEAT)
+            .write_deadline(deadline)
+            .always()
+    })
+}
+
 /// The event each stream sends first in the `one event` shape.
 const FIRST: &str = "hello";
 
@@ -73,20 +92,7 @@ async fn respond(
                 >());
                 std::future::ready(Ok::<_, Infallible>(Response::new(StreamBody::new(never))))
             });
-            // TOWER_SSE_BENCH_NO_WATCHDOG=1 measures the layer without its write deadline.
-            let watchdog = std::env::var_os("TOWER_SSE_BENCH_NO_WATCHDOG").is_none();
-            let deadline = if watchdog {
-                DEFAULT_WRITE_DEADLINE
-            } else {
-                Duration::ZERO
-            };
-            let Ok(response) = SseLayer::new()
-                .heartbeat(HEARTBEAT)
-                .write_deadline(deadline)
-                .always()
-                .layer(inner)
-                .oneshot(request)
-                .await;
+            let Ok(response) = layer().clone().layer(inner).oneshot(request).await;
             response.map(|body| body.map_err(BoxError::from).boxed_unsync())
         }
         "axum" => {

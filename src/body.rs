@@ -7,10 +7,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::Config;
 use crate::decode::Decoder;
+use crate::disconnect::{Disconnect, DisconnectGuard};
 use crate::engine::{copy_out, Decoded, Engine, Handoff};
 use crate::error::BoxError;
 
@@ -24,7 +24,7 @@ pin_project! {
         #[pin]
         kind: Kind<B>,
         // Resolves the request's `Disconnect` handle when the body is dropped.
-        done: Option<DropGuard>,
+        done: Option<DisconnectGuard>,
     }
 }
 
@@ -53,7 +53,7 @@ pin_project! {
 }
 
 impl<B> SseBody<B> {
-    pub(crate) fn untouched(body: B, done: Option<DropGuard>) -> Self {
+    pub(crate) fn untouched(body: B, done: Option<DisconnectGuard>) -> Self {
         Self {
             kind: Kind::Untouched { body },
             done,
@@ -73,23 +73,23 @@ impl<B> SseBody<B> {
         body: B,
         decoder: Decoder,
         config: Arc<Config>,
-        done: Option<DropGuard>,
+        done: Option<DisconnectGuard>,
     ) -> Self {
-        let disconnect = done.map_or_else(CancellationToken::new, DropGuard::disarm);
+        let disconnect = done.map_or_else(Disconnect::new, DisconnectGuard::disarm);
         let engine = Engine::new(Decoded::new(body, decoder), config, disconnect.clone());
         Self {
             kind: Kind::Events { engine },
-            done: Some(disconnect.drop_guard()),
+            done: Some(disconnect.guard()),
         }
     }
 
     /// A handed-over stream, written with `config`.
-    pub(crate) fn handoff(source: Handoff, config: Arc<Config>, done: Option<DropGuard>) -> Self {
-        let disconnect = done.map_or_else(CancellationToken::new, DropGuard::disarm);
+    pub(crate) fn handoff(source: Handoff, config: Arc<Config>, done: Option<DisconnectGuard>) -> Self {
+        let disconnect = done.map_or_else(Disconnect::new, DisconnectGuard::disarm);
         let engine = Engine::new(source, config, disconnect.clone());
         Self {
             kind: Kind::Handoff { engine },
-            done: Some(disconnect.drop_guard()),
+            done: Some(disconnect.guard()),
         }
     }
 

@@ -9,10 +9,10 @@ use std::task::{ready, Context, Poll};
 use bytes::BytesMut;
 use http::{header, HeaderMap, Response, StatusCode};
 use pin_project_lite::pin_project;
-use tokio_util::sync::DropGuard;
 
 use crate::config::Config;
 use crate::decode::Decoder;
+use crate::disconnect::DisconnectGuard;
 use crate::engine::{Handoff, HandoffSlot};
 use crate::headers::{add_vary_accept, is_grpc, is_identity_encoded, set_event_stream_headers};
 use crate::{Framing, SseBody};
@@ -41,7 +41,7 @@ pin_project! {
             #[pin]
             inner: F,
             // Cancels the request's `Disconnect` handle when dropped; moves into the body.
-            done: Option<DropGuard>,
+            done: Option<DisconnectGuard>,
             // Set when the request asked for an event stream.
             stream: Option<StreamRequest>,
         },
@@ -66,7 +66,7 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, done: DropGuard, stream: Option<StreamRequest>) -> Self {
+    pub(crate) fn new(inner: F, done: DisconnectGuard, stream: Option<StreamRequest>) -> Self {
         let state = State::Called {
             inner,
             done: Some(done),
@@ -128,7 +128,7 @@ fn shutting_down<B>(stream: StreamRequest) -> Response<SseBody<B>> {
 
 /// The response to a request that did not ask for an event stream. It is returned as it is, but
 /// had the request asked, it would have been converted: caches must keep the two apart.
-fn untouched<B>(mut response: Response<B>, done: Option<DropGuard>) -> Response<SseBody<B>> {
+fn untouched<B>(mut response: Response<B>, done: Option<DisconnectGuard>) -> Response<SseBody<B>> {
     if is_convertible(response.status(), response.headers()) {
         add_vary_accept(response.headers_mut());
     }
@@ -138,7 +138,7 @@ fn untouched<B>(mut response: Response<B>, done: Option<DropGuard>) -> Response<
 fn into_event_stream<B>(
     response: Response<B>,
     stream: StreamRequest,
-    done: Option<DropGuard>,
+    done: Option<DisconnectGuard>,
 ) -> Response<SseBody<B>> {
     let (mut head, body) = response.into_parts();
     if !is_convertible(head.status, &head.headers) {

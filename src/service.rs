@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{header, HeaderValue, Request};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::config::{builder_methods, Config};
+use crate::disconnect::DisconnectGuard;
 use crate::future::{ResponseFuture, StreamRequest};
 use crate::headers::accepts_event_stream;
 use crate::{Disconnect, LastEventId};
@@ -16,7 +17,7 @@ use crate::{Disconnect, LastEventId};
 pub(crate) enum Begun {
     /// Call the inner service; `stream` is set when the response becomes an event stream.
     Call {
-        done: DropGuard,
+        done: DisconnectGuard,
         stream: Option<StreamRequest>,
     },
     /// A subscription after the shutdown signal: answered without a call.
@@ -111,10 +112,8 @@ impl<S> SseService<S> {
         convert: bool,
         subscription: bool,
     ) -> Begun {
-        let token = CancellationToken::new();
-        request
-            .extensions_mut()
-            .insert(Disconnect::new(token.clone()));
+        let disconnect = Disconnect::new();
+        request.extensions_mut().insert(disconnect.clone());
         if let Some(id) = LastEventId::from_headers(request.headers()) {
             request.extensions_mut().insert(id);
         }
@@ -135,7 +134,7 @@ impl<S> SseService<S> {
                     );
                 }
                 Begun::Call {
-                    done: token.drop_guard(),
+                    done: disconnect.guard(),
                     stream,
                 }
             }

@@ -104,7 +104,7 @@ pub(crate) enum Decoder {
     Frames {
         max: usize,
     },
-    Lines(LineDecoder),
+    Lines(Box<LineDecoder>),
     EventStream(Box<EventStreamDecoder>),
     /// The seam for layers built on the core (gRPC's decoder).
     #[allow(dead_code)]
@@ -134,7 +134,7 @@ impl Decoder {
             Framing::Frames => Self::Frames {
                 max: max_message_size,
             },
-            Framing::Lines => Self::Lines(LineDecoder::new(max_message_size)),
+            Framing::Lines => Self::Lines(Box::new(LineDecoder::new(max_message_size))),
             Framing::EventStream => Self::EventStream(Box::new(EventStreamDecoder::new(
                 max_message_size,
                 preamble_retry,

@@ -24,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::Config;
+use crate::disconnect::Disconnect;
 use crate::{CloseReason, StreamError};
 
 pub(crate) use decoded::{copy_out, Decoded};
@@ -92,7 +93,7 @@ enum Due {
 impl<S> Engine<S> {
     /// A stream over `source`; `disconnect` is cancelled when it ends, is dropped, or its client
     /// stalls.
-    pub(crate) fn new(source: S, config: Arc<Config>, disconnect: CancellationToken) -> Self {
+    pub(crate) fn new(source: S, config: Arc<Config>, disconnect: Disconnect) -> Self {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&config.preamble);
         let now = Instant::now();
@@ -271,7 +272,7 @@ impl State {
         if let Some(sleep) = timer.as_pin_mut() {
             let mut unconstrained = tokio::task::unconstrained(sleep);
             // Pending: the deadline (at least a millisecond away) is in the future.
-            let _ = Pin::new(&mut unconstrained).poll(&mut Context::from_waker(waker));
+            let _ = Pin::new(&mut unconstrained).poll(&mut Context::from_waker(&waker));
         }
     }
 

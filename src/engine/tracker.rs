@@ -7,10 +7,10 @@ use std::task::{Wake, Waker};
 
 use bytes::Bytes;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::close::{CloseInfo, CloseReason};
 use crate::config::Config;
+use crate::disconnect::Disconnect;
 use crate::event::as_str;
 
 /// What a stream has handed to the connection so far.
@@ -36,8 +36,8 @@ pub(crate) struct Tracker {
     /// Why the stream is ending, once it knows.
     closing: Option<CloseReason>,
     shared: Arc<Shared>,
-    /// The waker of the watchdog timer: set when there is a write deadline and a runtime.
-    watchdog: Option<Waker>,
+    /// The stream has a watchdog: a write deadline, and a runtime to run it on.
+    watching: bool,
 }
 
 /// The part of a [`Tracker`] its watchdog sees.
@@ -47,10 +47,8 @@ struct Shared {
     /// The span current when the response was made (the request's, under a tracing layer).
     span: tracing::Span,
     /// Resolves the request's `Disconnect` handle; cancelled early for a stalled client.
-    disconnect: CancellationToken,
+    disconnect: Disconnect,
     reported: AtomicBool,
-    /// Where a stall is reported (not inside the timer's wake-up).
-    runtime: Option<tokio::runtime::Handle>,
     /// Written only when a write deadline is set.
     waiting: Mutex<Waiting>,
 }
@@ -63,10 +61,9 @@ struct Waiting {
 }
 
 impl Tracker {
-    pub(crate) fn new(config: Arc<Config>, disconnect: CancellationToken) -> Self {
-        let runtime = config
-            .write_deadline
-            .and_then(|_| tokio::runtime::Handle::try_current().ok());
+    pub(crate) fn new(config: Arc<Config>, disconnect: Disconnect) -> Self {
+        let watching =
+            config.write_deadline.is_some() && tokio::runtime::Handle::try_current().is_ok();
         let shared = Arc::new(Shared {
             opened: Instant::now(),
             config,
@@ -74,24 +71,20 @@ impl Tracker {
             disconnect,
             reported: AtomicBool::new(false),
             waiting: Mutex::new(Waiting::default()),
-            runtime,
         });
-        let watchdog = shared
-            .runtime
-            .is_some()
-            .then(|| Waker::from(shared.clone()));
         Self {
             sent: Sent::default(),
             polled: false,
             closing: None,
             shared,
-            watchdog,
+            watching,
         }
     }
 
-    /// The waker to register the watchdog timer with, if the stream has a watchdog.
-    pub(crate) fn watchdog(&self) -> Option<&Waker> {
-        self.watchdog.as_ref()
+    /// The waker to register the watchdog timer with, if the stream has a watchdog (made when
+    /// needed: a stream keeps no second handle on its shared state for it).
+    pub(crate) fn watchdog(&self) -> Option<Waker> {
+        self.watching.then(|| Waker::from(self.shared.clone()))
     }
 
     /// The connection asks for more: it is not stalled.
@@ -100,7 +93,7 @@ impl Tracker {
             self.polled = true;
             tracing::debug!(parent: &self.shared.span, "event stream opened");
         }
-        if self.watchdog.is_some() {
+        if self.watching {
             self.shared.lock_waiting().since = None;
         }
     }
@@ -115,7 +108,7 @@ impl Tracker {
     /// A frame was handed to the connection at `now`.
     pub(crate) fn handed_on(&mut self, len: usize, now: Instant) {
         self.sent.bytes += len as u64;
-        if self.watchdog.is_some() {
+        if self.watching {
             let mut waiting = self.shared.lock_waiting();
             waiting.since = Some(now);
             waiting.sent.clone_from(&self.sent);
@@ -182,7 +175,7 @@ impl Shared {
     /// The watchdog timer fired: the client is stalled if the frame handed on last has waited
     /// the whole deadline. Runs in the timer's wake-up, so the report itself is spawned.
     fn check_stall(self: &Arc<Self>) {
-        let (Some(deadline), Some(runtime)) = (self.config.write_deadline, &self.runtime) else {
+        let Some(deadline) = self.config.write_deadline else {
             return;
         };
         let waiting = self.lock_waiting();
@@ -197,11 +190,17 @@ impl Shared {
         let sent = waiting.sent.clone();
         drop(waiting);
         let shared = self.clone();
-        runtime.spawn(async move {
+        let report = move || {
             shared.announce(CloseReason::Stalled, &sent);
             // The producer stops; the body ends if the connection ever asks again.
-            shared.disconnect.cancel();
-        });
+            shared.disconnect.fire();
+        };
+        // Reported on the runtime, not inside the timer's wake-up (where the driver holds its
+        // lock); the timer driver runs on the runtime, so there is one, but if not, here.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move { report() })),
+            Err(_) => report(),
+        }
     }
 
     fn announce(&self, reason: CloseReason, sent: &Sent) {

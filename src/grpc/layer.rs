@@ -9,7 +9,6 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
-use tokio_util::sync::DropGuard;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -18,6 +17,7 @@ use super::request::{self, RequestBody};
 use super::status::{self, http_status, CallError};
 use crate::config::Config;
 use crate::decode::Decoder;
+use crate::disconnect::DisconnectGuard;
 use crate::future::{ResponseFuture, StreamRequest};
 use crate::headers::{
     accepts_event_stream, content_type, is_grpc, remove_hop_by_hop_headers,
@@ -205,7 +205,7 @@ pin_project! {
             #[pin]
             future: F,
             // Cancels the request's `Disconnect` handle when dropped; moves into the body.
-            done: Option<DropGuard>,
+            done: Option<DisconnectGuard>,
             stream: Option<StreamRequest>,
         },
         // The request was refused before any call.
@@ -255,7 +255,7 @@ impl<F, B> std::fmt::Debug for GrpcFuture<F, B> {
 fn into_event_stream<B>(
     response: Response<B>,
     stream: StreamRequest,
-    done: Option<DropGuard>,
+    done: Option<DisconnectGuard>,
 ) -> Response<SseBody<B>> {
     let (mut head, body) = response.into_parts();
     if !head.status.is_success() || !is_grpc(&head.headers) {
