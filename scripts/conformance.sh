@@ -3,7 +3,7 @@
 #
 # Installs what it needs (Debian's chromium, the npm packages pinned by
 # tests/conformance/package-lock.json), builds and starts the fixture server
-# (examples/conformance.rs) on 127.0.0.1, runs the three drivers (headless Chromium's
+# (tests/conformance/server.rs) on 127.0.0.1, runs the three drivers (headless Chromium's
 # EventSource, the npm `eventsource` client, the npm `eventsource-parser` over every byte split),
 # prints the table case × client and ends with "N passed, N failed" (exit 1 on any failure).
 #

@@ -84,7 +84,11 @@ impl<B> SseBody<B> {
     }
 
     /// A handed-over stream, written with `config`.
-    pub(crate) fn handoff(source: Handoff, config: Arc<Config>, done: Option<DisconnectGuard>) -> Self {
+    pub(crate) fn handoff(
+        source: Handoff,
+        config: Arc<Config>,
+        done: Option<DisconnectGuard>,
+    ) -> Self {
         let disconnect = done.map_or_else(Disconnect::new, DisconnectGuard::disarm);
         let engine = Engine::new(source, config, disconnect.clone());
         Self {

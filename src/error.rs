@@ -26,7 +26,7 @@ pub enum StreamError {
     /// The message mapper returned an error.
     Event(EventError),
     /// The inner body broke the rules of its framing, as the framing's decoder found. Under
-    /// [`GrpcLayer`](crate::grpc::GrpcLayer) this is a `grpc::CallError`: the call ended with a
+    /// `GrpcLayer` (feature `grpc`) this is a `grpc::CallError`: the call ended with a
     /// status other than OK (or none), or a message was compressed.
     Decode(BoxError),
 }

@@ -168,7 +168,7 @@ fn into_event_stream<B>(
 
 /// A 2xx with content and no content coding becomes an event stream; anything else (an error a
 /// client must see, a 204 telling it not to reconnect, a partial or compressed body) passes
-/// untouched. So does gRPC, whose framing only [`GrpcLayer`](crate::grpc::GrpcLayer) decodes.
+/// untouched. So does gRPC, whose framing only `GrpcLayer` (feature `grpc`) decodes.
 fn is_convertible(status: StatusCode, headers: &HeaderMap) -> bool {
     status.is_success()
         && !matches!(

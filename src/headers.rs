@@ -72,7 +72,7 @@ pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
 /// Removes the hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
 /// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`,
 /// `Transfer-Encoding` and `Upgrade`. The layer does it to every event stream response, and
-/// [`Upstream`](crate::gateway::Upstream) in both directions.
+/// the gateway's `Upstream` in both directions.
 ///
 /// ```
 /// use http::{header, HeaderMap, HeaderValue};

@@ -7,8 +7,6 @@
 //! default (as CI runs it); the full size is
 //! `TOWER_SSE_LOAD_STREAMS=10000 cargo test --release --test load -- --nocapture`.
 
-mod support;
-
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};

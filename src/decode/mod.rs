@@ -24,7 +24,7 @@ use lines::LineDecoder;
 #[non_exhaustive]
 pub enum Framing {
     /// One body data frame is one message (empty frames are skipped). The messages of a gRPC
-    /// stream under [`GrpcLayer`](crate::grpc::GrpcLayer), one per length-prefixed gRPC
+    /// stream under `GrpcLayer` (feature `grpc`), one per length-prefixed gRPC
     /// message, report this framing too.
     Frames,
     /// One line is one message (NDJSON / JSON Lines): lines end with LF or CRLF, may be split

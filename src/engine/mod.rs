@@ -15,13 +15,13 @@ mod tracker;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::config::Config;
 use crate::disconnect::Disconnect;
@@ -46,14 +46,13 @@ pin_project! {
     pub(crate) struct Engine<S> {
         #[pin]
         source: S,
-        // Fires for the next heartbeat or the maximum age, whichever is first.
+        // The one timer: a write deadline after the last frame handed on, until the connection
+        // asks again (see `Tracker`); then the next heartbeat or the maximum age, whichever
+        // is first.
         #[pin]
         timer: Option<Sleep>,
-        #[pin]
-        shutdown: Option<WaitForCancellationFutureOwned>,
-        // Fires a write deadline after the last frame handed on (see `Tracker`).
-        #[pin]
-        watchdog: Option<Sleep>,
+        // Boxed: most streams run without a shutdown signal, and should not carry its room.
+        shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
         state: State,
     }
 }
@@ -114,8 +113,7 @@ impl<S> Engine<S> {
             shutdown: config
                 .shutdown
                 .clone()
-                .map(CancellationToken::cancelled_owned),
-            watchdog: None,
+                .map(|signal| Box::pin(signal.cancelled_owned())),
             state,
         }
     }
@@ -132,11 +130,11 @@ impl<S: Source> Engine<S> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Frame<Bytes>>> {
-        let this = self.project();
+        let mut this = self.project();
         let state = this.state;
-        let frame = state.poll_frame(this.source, this.timer, this.shutdown, cx);
+        let frame = state.poll_frame(this.source, this.timer.as_mut(), this.shutdown, cx);
         if let Poll::Ready(Some(_)) = frame {
-            state.arm_watchdog(this.watchdog);
+            state.arm_watchdog(this.timer);
         }
         frame
     }
@@ -147,10 +145,10 @@ impl State {
         &mut self,
         source: Pin<&mut S>,
         timer: Pin<&mut Option<Sleep>>,
-        shutdown: Pin<&mut Option<WaitForCancellationFutureOwned>>,
+        shutdown: &mut Option<Pin<Box<WaitForCancellationFutureOwned>>>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Frame<Bytes>>> {
-        self.tracker.polled();
+        self.tracker.polled(cx.waker());
         if self.phase == Phase::Done {
             return Poll::Ready(None);
         }
@@ -189,12 +187,12 @@ impl State {
     /// Ends the stream for the shutdown signal or the maximum age, whichever came.
     fn check_close(
         &mut self,
-        shutdown: Pin<&mut Option<WaitForCancellationFutureOwned>>,
+        shutdown: &mut Option<Pin<Box<WaitForCancellationFutureOwned>>>,
         cx: &mut Context<'_>,
     ) {
         if shutdown
-            .as_pin_mut()
-            .is_some_and(|signal| signal.poll(cx).is_ready())
+            .as_mut()
+            .is_some_and(|signal| signal.as_mut().poll(cx).is_ready())
         {
             self.close(CloseReason::Shutdown);
         } else if self.age_limit.is_some_and(|limit| Instant::now() >= limit) {
@@ -254,9 +252,9 @@ impl State {
         Frame::data(bytes)
     }
 
-    /// Sets the watchdog timer to a write deadline after the frame just handed on. Extending a
-    /// registered timer is a compare-and-swap; it is polled with the watchdog's waker, outside
-    /// the task's budget so that it always registers.
+    /// Sets the timer to a write deadline after the frame just handed on (or the maximum age,
+    /// if sooner), registered with the watchdog's waker; the next idle poll sets it back to the
+    /// next heartbeat. Extending a registered timer is a compare-and-swap.
     fn arm_watchdog(&self, mut timer: Pin<&mut Option<Sleep>>) {
         let (Some(waker), Some(deadline)) = (self.tracker.watchdog(), self.config.write_deadline)
         else {
@@ -265,14 +263,13 @@ impl State {
         let Some(due) = self.last_write.checked_add(deadline) else {
             return;
         };
+        let due = self.age_limit.map_or(due, |limit| due.min(limit));
         match timer.as_mut().as_pin_mut() {
             Some(sleep) => sleep.reset(due),
             None => timer.set(Some(tokio::time::sleep_until(due))),
         }
         if let Some(sleep) = timer.as_pin_mut() {
-            let mut unconstrained = tokio::task::unconstrained(sleep);
-            // Pending: the deadline (at least a millisecond away) is in the future.
-            let _ = Pin::new(&mut unconstrained).poll(&mut Context::from_waker(&waker));
+            register(sleep, &waker);
         }
     }
 
@@ -289,12 +286,23 @@ impl State {
             (Some(heartbeat), Some(limit)) => heartbeat.min(limit),
             (due, None) | (None, due) => due?,
         };
-        if timer.is_none() {
-            timer.set(Some(tokio::time::sleep_until(next)));
+        match timer.as_mut().as_pin_mut() {
+            // Still at the write deadline after the last frame, later than what is due now: the
+            // connection has asked again. (A deadline earlier than `next` fires early, and is
+            // moved on below, so a busy stream without a watchdog costs no timer work.)
+            Some(sleep) if sleep.deadline() > next => sleep.reset(next),
+            Some(_) => {}
+            None => timer.set(Some(tokio::time::sleep_until(next))),
         }
         let mut sleep = timer.as_pin_mut()?;
+        // With a watchdog, the timer wakes it (which wakes the connection when nothing stalled).
+        let watchdog = self.tracker.watchdog();
         loop {
-            if sleep.as_mut().poll(cx).is_pending() {
+            let fired = match &watchdog {
+                Some(waker) => register(sleep.as_mut(), waker),
+                None => sleep.as_mut().poll(cx).is_ready(),
+            };
+            if !fired {
                 return None;
             }
             let now = Instant::now();
@@ -317,6 +325,15 @@ impl State {
             sleep.as_mut().reset(next);
         }
     }
+}
+
+/// Polls `sleep` with `waker`, outside the task's budget so that it always registers; whether
+/// it has fired.
+fn register(sleep: Pin<&mut Sleep>, waker: &Waker) -> bool {
+    let mut unconstrained = tokio::task::unconstrained(sleep);
+    Pin::new(&mut unconstrained)
+        .poll(&mut Context::from_waker(waker))
+        .is_ready()
 }
 
 #[cfg(test)]

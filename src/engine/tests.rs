@@ -215,4 +215,3 @@ async fn the_framing_is_read_from_the_inner_head_before_it_is_rewritten() {
     };
     assert_eq!(&collected[..], b":\n\ndata: one\n\ndata: two\n\n");
 }
-

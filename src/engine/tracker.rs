@@ -25,10 +25,12 @@ struct Sent {
 /// (to the callbacks and as a `tracing` event), whoever sees it first: the body itself, or the
 /// stall watchdog.
 ///
-/// The watchdog is a timer the body extends to "write deadline after the last hand-on" with each
-/// frame it hands on, registered with the [`Shared`] state's own waker rather than the
-/// connection's: a connection that cannot write stops polling the body, so only a wake-up of
-/// its own can notice. It costs no task, and no timer work beyond extending one deadline.
+/// The watchdog is the stream's one timer: the body sets it to "write deadline after the last
+/// hand-on" with each frame it hands on, and back to the next heartbeat once the connection asks
+/// again and the stream is idle. With a watchdog, the timer is registered with the [`Shared`]
+/// state's own waker rather than the connection's: a connection that cannot write stops polling
+/// the body, so only a wake-up of its own can notice. That wake-up checks for a stall, and
+/// wakes the connection for whatever else is due. It costs no task and no second timer.
 pub(crate) struct Tracker {
     sent: Sent,
     /// The connection started reading the body (a HEAD response's body never is).
@@ -58,6 +60,8 @@ struct Shared {
 struct Waiting {
     since: Option<Instant>,
     sent: Sent,
+    /// The connection's waker, woken when the timer fires for something other than a stall.
+    connection: Option<Waker>,
 }
 
 impl Tracker {
@@ -87,14 +91,19 @@ impl Tracker {
         self.watching.then(|| Waker::from(self.shared.clone()))
     }
 
-    /// The connection asks for more: it is not stalled.
-    pub(crate) fn polled(&mut self) {
+    /// The connection asks for more (waking `waker` when something is due): it is not stalled.
+    pub(crate) fn polled(&mut self, waker: &Waker) {
         if !self.polled {
             self.polled = true;
             tracing::debug!(parent: &self.shared.span, "event stream opened");
         }
         if self.watching {
-            self.shared.lock_waiting().since = None;
+            let mut waiting = self.shared.lock_waiting();
+            waiting.since = None;
+            match &mut waiting.connection {
+                Some(known) if known.will_wake(waker) => {}
+                slot => *slot = Some(waker.clone()),
+            }
         }
     }
 
@@ -179,12 +188,15 @@ impl Shared {
             return;
         };
         let waiting = self.lock_waiting();
-        let Some(due) = waiting.since.and_then(|since| since.checked_add(deadline)) else {
-            return;
-        };
+        let due = waiting.since.and_then(|since| since.checked_add(deadline));
         // Decided under the lock the body's polls take: a poll either came first (and the
         // stream goes on) or sees the stream closed.
-        if Instant::now() < due || !self.claim() {
+        if !due.is_some_and(|due| Instant::now() >= due) || !self.claim() {
+            // Not stalled: the timer fired for a heartbeat or the maximum age, which the body
+            // handles when the connection polls it.
+            if let Some(connection) = &waiting.connection {
+                connection.wake_by_ref();
+            }
             return;
         }
         let sent = waiting.sent.clone();

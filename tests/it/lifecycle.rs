@@ -2,8 +2,6 @@
 //! the write deadline, close reasons and the `tracing` events. (Over real TCP: `shutdown.rs`,
 //! `stall.rs`, `load.rs`, `half_open.rs`.)
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

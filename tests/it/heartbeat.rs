@@ -1,7 +1,5 @@
 //! The preamble, heartbeats on idle streams (with paused tokio time), and coalescing.
 
-mod support;
-
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::time::Duration;

@@ -1,24 +1,18 @@
 //! Allocations on the hot path, counted exactly by a counting global allocator: no allocation
 //! per event beyond the output buffer, and none per heartbeat.
 
-#[path = "support/alloc_counter.rs"]
-mod alloc_counter;
-
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use alloc_counter::{allocations, Counting};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, StreamBody};
+use support::alloc_counter::allocations;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_sse::{SseBody, SseLayer};
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 const EVENTS: usize = 10_000;
 
@@ -69,6 +63,7 @@ async fn event_stream(one_at_a_time: bool) -> SseBody<Frames> {
 
 /// Drains the body; returns (allocations while draining, frames, bytes).
 async fn drain(body: SseBody<Frames>) -> (u64, u64, usize) {
+    let _alone = support::alloc_counter::alone().await;
     let mut body = Box::pin(body);
     let before = allocations();
     let (mut frames, mut bytes) = (0, 0);

@@ -1,7 +1,5 @@
 //! Composition with tower-http middleware.
 
-mod support;
-
 use std::convert::Infallible;
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! Shared test helpers: the reference parser, inner bodies, and real servers on 127.0.0.1.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod alloc_counter;
 pub mod whatwg;
 
 use std::convert::Infallible;

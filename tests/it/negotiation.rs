@@ -1,7 +1,5 @@
 //! Which requests become event streams, which responses pass untouched, and the headers written.
 
-mod support;
-
 use std::convert::Infallible;
 
 use bytes::Bytes;

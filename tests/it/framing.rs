@@ -1,7 +1,5 @@
 //! Framings: how the inner body is cut into messages, under arbitrary chunking.
 
-mod support;
-
 use std::convert::Infallible;
 
 use bytes::Bytes;

@@ -1,8 +1,6 @@
 //! Graceful shutdown over real TCP: `axum::serve(..).with_graceful_shutdown(..)` returns with
 //! open event streams when the layer shares its signal, and does not without it.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

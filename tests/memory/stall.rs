@@ -2,11 +2,6 @@
 //! is found within the write deadline, the producer stops, memory stays bounded, and the client
 //! gets a clean end if it reads again.
 
-mod support;
-
-#[path = "support/alloc_counter.rs"]
-mod alloc_counter;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +14,6 @@ use tokio::time::Instant;
 use tower_sse::{CloseInfo, CloseReason, Disconnect, SseLayer};
 
 use support::whatwg;
-
-#[global_allocator]
-static ALLOCATOR: alloc_counter::Counting = alloc_counter::Counting;
 
 const EVENT_SIZE: usize = 1024;
 
@@ -55,7 +47,8 @@ async fn a_client_that_stops_reading_is_found_stalled_within_the_deadline() {
         .layer(layer);
     let addr = support::serve_axum(app).await;
 
-    let before = alloc_counter::reset_peak();
+    let _alone = support::alloc_counter::alone().await;
+    let before = support::alloc_counter::reset_peak();
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     let head = format!("GET /events HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\nconnection: close\r\n\r\n");
     tcp.write_all(head.as_bytes()).await.expect("request");
@@ -86,7 +79,7 @@ async fn a_client_that_stops_reading_is_found_stalled_within_the_deadline() {
     // The producer stopped, and what the connection holds is bounded by the buffers on the way,
     // not by the producer's speed.
     tokio::time::sleep(deadline).await;
-    let held = alloc_counter::peak().saturating_sub(before);
+    let held = support::alloc_counter::peak().saturating_sub(before);
     assert_eq!(
         produced.load(Ordering::Relaxed),
         produced_then,

@@ -2,11 +2,6 @@
 //! `Client`, served by a real hyper server, with upstreams written here on raw TCP (so they can
 //! split, stall, die and reset exactly where a test says).
 
-mod support;
-
-#[path = "support/alloc_counter.rs"]
-mod alloc_counter;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,9 +19,6 @@ use tokio::time::{sleep, timeout, Instant};
 use tower::Layer;
 use tower_sse::gateway::Upstream;
 use tower_sse::{Framing, SseLayer};
-
-#[global_allocator]
-static ALLOCATOR: alloc_counter::Counting = alloc_counter::Counting;
 
 const HEARTBEAT: Duration = Duration::from_millis(40);
 
@@ -383,9 +375,10 @@ async fn a_64_mib_line_ends_the_stream_with_an_error_and_memory_stays_bounded() 
     })
     .await;
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
-    let before = alloc_counter::reset_peak();
+    let _alone = support::alloc_counter::alone().await;
+    let before = support::alloc_counter::reset_peak();
     let (_, _, body) = fetch(gateway, "/huge", &[]).await;
-    let held = alloc_counter::peak().saturating_sub(before);
+    let held = support::alloc_counter::peak().saturating_sub(before);
     assert_eq!(
         without_heartbeats(&body).0,
         "retry: 3000\n\ndata: {\"first\":true}\n\nevent: error\ndata: message too large\n\n"

@@ -2,8 +2,6 @@
 //! HTTP/1.1 and by plain tonic clients over HTTP/2.
 #![cfg(feature = "grpc")]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;

@@ -1,7 +1,5 @@
 //! The encoder, read back by the reference WHATWG parser, over generated events.
 
-mod support;
-
 use std::time::Duration;
 
 use proptest::prelude::*;

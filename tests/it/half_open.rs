@@ -6,8 +6,6 @@
 //! Needs root, iproute2 (`ip netns`) and curl (the client); without them it is skipped with a
 //! message, unless `TOWER_SSE_REQUIRE_NETNS=1` (as in CI) makes that a failure.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 

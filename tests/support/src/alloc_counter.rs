@@ -19,7 +19,7 @@ thread_local! {
 }
 
 /// The system allocator, counting each allocation (and reallocation) of the calling thread.
-pub(crate) struct Counting;
+pub struct Counting;
 
 // SAFETY: every call is forwarded to `System` unchanged; only a thread-local counter is added.
 #[allow(unsafe_code)]
@@ -55,14 +55,14 @@ fn grew(size: usize) {
 }
 
 /// Starts a new peak at the bytes live now, and returns them.
-pub(crate) fn reset_peak() -> usize {
+pub fn reset_peak() -> usize {
     let live = LIVE.load(Ordering::Relaxed);
     PEAK.store(live, Ordering::Relaxed);
     live
 }
 
 /// The most bytes live at once since [`reset_peak`].
-pub(crate) fn peak() -> usize {
+pub fn peak() -> usize {
     PEAK.load(Ordering::Relaxed)
 }
 
@@ -72,6 +72,13 @@ fn count() {
 }
 
 /// Allocations (and reallocations) made so far on this thread.
-pub(crate) fn allocations() -> u64 {
+pub fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
+}
+
+/// Held by every test of the binary that allocates much or measures a peak, so that no two of
+/// them run at once (the bytes live are the whole process's).
+pub async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ALONE.lock().await
 }

@@ -1,7 +1,5 @@
 //! The layer around a whole axum router, over real HTTP/1.1 and HTTP/2 on 127.0.0.1.
 
-mod support;
-
 use std::convert::Infallible;
 use std::time::Duration;
 

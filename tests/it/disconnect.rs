@@ -1,7 +1,5 @@
 //! A client that leaves, over real TCP: `on_disconnect`, the `Disconnect` handle, the inner body.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

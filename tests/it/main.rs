@@ -1,0 +1,17 @@
+//! The integration tests, one module per capability, in one test binary (one link of axum,
+//! hyper and tonic). Tests that need a process of their own are elsewhere: `tests/memory`
+//! (a counting global allocator, and peaks no other test may disturb) and `tests/load.rs`
+//! (its client fleet runs in processes of its own).
+
+mod axum;
+mod disconnect;
+mod encoder;
+mod examples;
+mod framing;
+mod grpc;
+mod half_open;
+mod heartbeat;
+mod lifecycle;
+mod negotiation;
+mod shutdown;
+mod tower_http;
