@@ -41,8 +41,15 @@ use tower::{service_fn, Layer, ServiceExt};
 use tower_sse::{SseLayer, DEFAULT_WRITE_DEADLINE};
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long the CPU time of the idle server is measured.
-const CPU_WINDOW: Duration = Duration::from_secs(10);
+/// How long the CPU time of the idle server is measured: 10 s, or `TOWER_SSE_IDLE_CPU_SECS`
+/// (0 skips it, for a run that only wants memory).
+fn cpu_window() -> Duration {
+    let secs = std::env::var("TOWER_SSE_IDLE_CPU_SECS")
+        .ok()
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or(10);
+    Duration::from_secs(secs)
+}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -225,10 +232,10 @@ async fn measure(server: &str, one_event: bool, count: usize) -> Measured {
 
     let start_ticks = cpu_ticks(pid);
     let start = Instant::now();
-    tokio::time::sleep(CPU_WINDOW).await;
+    tokio::time::sleep(cpu_window()).await;
     let ticks = cpu_ticks(pid) - start_ticks;
     let ticks_per_sec = 100.0; // USER_HZ on Linux.
-    let cpu_percent = ticks / ticks_per_sec / start.elapsed().as_secs_f64() * 100.0;
+    let cpu_percent = ticks / ticks_per_sec / start.elapsed().as_secs_f64().max(1e-3) * 100.0;
 
     let _ = child.kill();
     let _ = child.wait();

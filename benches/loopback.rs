@@ -105,7 +105,7 @@ const IDLE_GAP: Duration = Duration::from_millis(2);
 /// The data of event `seq`: its number, padded to `size` bytes.
 fn data(seq: usize, size: usize) -> String {
     let mut text = format!("{seq:010}");
-    text.extend(std::iter::repeat_n('x', size.saturating_sub(text.len())));
+    text.extend(std::iter::repeat('x').take(size.saturating_sub(text.len())));
     text
 }
 

@@ -111,21 +111,21 @@ macro_rules! builder_methods {
         /// Sends a heartbeat comment after each `interval` without output (default 15 s), so
         /// proxies and clients keep an idle stream open. Every write resets the interval.
         /// `Duration::ZERO` turns heartbeats off.
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn heartbeat(mut self, interval: ::std::time::Duration) -> Self {
             self.config_mut().heartbeat = (!interval.is_zero()).then_some(interval);
             self
         }
 
         /// Sends no heartbeats.
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn no_heartbeat(mut self) -> Self {
             self.config_mut().heartbeat = None;
             self
         }
 
         /// The text of the heartbeat comment (default empty: `:` and a blank line).
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn heartbeat_comment(mut self, text: impl Into<String>) -> Self {
             let config = self.config_mut();
             config.heartbeat_comment = text.into();
@@ -134,7 +134,7 @@ macro_rules! builder_methods {
         }
 
         /// The reconnection delay sent as `retry:` in the stream's first bytes (default 3 s).
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn retry(mut self, delay: ::std::time::Duration) -> Self {
             let config = self.config_mut();
             config.retry = Some(delay);
@@ -143,7 +143,7 @@ macro_rules! builder_methods {
         }
 
         /// Sends no retry hint; the stream then opens with a comment.
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn no_retry(mut self) -> Self {
             let config = self.config_mut();
             config.retry = None;
@@ -153,7 +153,7 @@ macro_rules! builder_methods {
 
         /// Converts every 2xx response, not only those to requests whose `Accept` names
         /// `text/event-stream`.
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn always(mut self) -> Self {
             self.config_mut().always = true;
             self
@@ -162,14 +162,14 @@ macro_rules! builder_methods {
         /// The largest message, in bytes, a decoder accepts (default 1 MiB). A longer one ends
         /// the stream with an `error` event. No decoder holds more than this of an unfinished
         /// message (plus a few bytes of field name); comment lines are dropped as they come.
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn max_message_size(mut self, limit: usize) -> Self {
             self.config_mut().max_message_size = limit;
             self
         }
 
         /// Cuts the inner body with `framing` whatever its `Content-Type` says.
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn framing(mut self, framing: $crate::Framing) -> Self {
             self.config_mut().framing = Some(framing);
             self
@@ -182,7 +182,7 @@ macro_rules! builder_methods {
         /// (start from `message.clone().into_event()`): what it leaves out, clients never see.
         ///
         /// [`Message::into_event`]: crate::Message::into_event
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn map_message<F>(mut self, map: F) -> Self
         where
             F: Fn($crate::Message) -> Result<$crate::Event, $crate::EventError>
@@ -198,7 +198,7 @@ macro_rules! builder_methods {
         /// [`StreamError::to_event`]); `None` ends the stream without one.
         ///
         /// [`StreamError::to_event`]: crate::StreamError::to_event
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn map_error<F>(mut self, map: F) -> Self
         where
             F: Fn(&$crate::StreamError) -> Option<$crate::Event> + Send + Sync + 'static,
@@ -210,7 +210,7 @@ macro_rules! builder_methods {
         /// Called once for every stream the client ended: it went away
         /// ([`ClientGone`](crate::CloseReason::ClientGone)) or stopped reading
         /// ([`Stalled`](crate::CloseReason::Stalled)).
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn on_disconnect<F>(mut self, callback: F) -> Self
         where
             F: Fn(&$crate::CloseInfo) + Send + Sync + 'static,
@@ -225,7 +225,7 @@ macro_rules! builder_methods {
         ///
         /// Both callbacks run where the close is found (the connection's task, or a task on the
         /// runtime for a stall): keep them quick, and do not panic in them.
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn on_close<F>(mut self, callback: F) -> Self
         where
             F: Fn(&$crate::CloseInfo) + Send + Sync + 'static,
@@ -257,7 +257,7 @@ macro_rules! builder_methods {
         /// # let _ = layer;
         /// # Ok::<(), tower_sse::EventError>(())
         /// ```
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn graceful_shutdown(mut self, signal: ::tokio_util::sync::CancellationToken) -> Self {
             self.config_mut().shutdown = Some(signal);
             self
@@ -265,7 +265,7 @@ macro_rules! builder_methods {
 
         /// The event sent last on every stream the shutdown signal ends (default: none). Give
         /// it a `retry` to spread reconnections out, or to point them past a restart.
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn shutdown_event(mut self, mut event: $crate::Event) -> Self {
             let mut buf = ::bytes::BytesMut::new();
             event.encode_into(&mut buf);
@@ -279,7 +279,7 @@ macro_rules! builder_methods {
         /// complete event. Clients reconnect with `Last-Event-ID`, to whichever node the load
         /// balancer picks: long-lived streams no longer pin load to old nodes. The jitter keeps
         /// streams opened together from reconnecting together. `Duration::ZERO` turns it off.
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn max_age(mut self, age: ::std::time::Duration) -> Self {
             self.config_mut().max_age = (!age.is_zero()).then_some(age);
             self
@@ -294,7 +294,7 @@ macro_rules! builder_methods {
         /// more again. `Duration::ZERO` turns the watch off. It needs a tokio runtime where the
         /// response is made; see the README's "Lifecycle" section for what completes it at the
         /// TCP level.
-        #[must_use]
+        #[must_use = "a builder method returns the configured value"]
         pub fn write_deadline(mut self, deadline: ::std::time::Duration) -> Self {
             // A timer cannot be set closer than a millisecond.
             let deadline =

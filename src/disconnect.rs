@@ -74,8 +74,8 @@ impl Disconnect {
     }
 
     /// Waits until the event stream is over, owning the handle (for `'static` tasks).
-    pub fn into_disconnected(self) -> impl Future<Output = ()> + Send + 'static {
-        async move { self.signal.wait().await }
+    pub async fn into_disconnected(self) {
+        self.signal.wait().await;
     }
 
     /// Whether the event stream is already over.

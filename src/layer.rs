@@ -21,7 +21,7 @@ use crate::SseService;
 ///     .layer(SseLayer::new().heartbeat(Duration::from_secs(15)).retry(Duration::from_secs(3)));
 /// ```
 #[derive(Clone, Default)]
-#[must_use]
+#[must_use = "a layer does nothing until it wraps a service"]
 pub struct SseLayer {
     config: Arc<Config>,
 }
@@ -30,7 +30,7 @@ impl SseLayer {
     /// A layer with the defaults: negotiated by `Accept`, heartbeat every 15 s, retry hint 3 s,
     /// messages up to 1 MiB, framing from the inner `Content-Type`, a stalled client after a
     /// 30 s write deadline, no maximum age, no shutdown signal.
-    #[must_use]
+    #[must_use = "a layer does nothing until it wraps a service"]
     pub fn new() -> Self {
         Self::default()
     }

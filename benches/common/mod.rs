@@ -132,7 +132,7 @@ pub fn header_if_alone() {
 
 /// `64 B`, `1 KiB`, `64 KiB`.
 pub fn size_name(size: usize) -> String {
-    if size >= 1024 && size.is_multiple_of(1024) {
+    if size >= 1024 && size % 1024 == 0 {
         format!("{} KiB", size / 1024)
     } else {
         format!("{size} B")

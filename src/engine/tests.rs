@@ -20,7 +20,7 @@ use super::{BoxSource, Handoff, HandoffSlot, Output, Source};
 use crate::{CloseReason, Event, SseBody, SseLayer, StreamError};
 
 /// Pre-encoded events and their ids, from a channel; ends when the sender is dropped.
-struct Channel(mpsc::UnboundedReceiver<(Bytes, Option<Bytes>)>);
+struct Channel(Events);
 
 impl Source for Channel {
     fn poll_events(
@@ -46,24 +46,20 @@ fn encoded(id: u32) -> (Bytes, Option<Bytes>) {
     (Bytes::from(text), Some(Bytes::from(id.to_string())))
 }
 
+/// Pre-encoded events with their ids.
+type Events = mpsc::UnboundedReceiver<(Bytes, Option<Bytes>)>;
+/// The response of [`handing_off`].
+type HandedOff = Response<SseBody<http_body_util::Empty<Bytes>>>;
+
 /// An inner service answering with a handed-off stream from `rx`: the response's own body is
 /// the stream written with default settings, and its extension carries the source.
 fn handing_off(
-    rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<(Bytes, Option<Bytes>)>>>>,
-) -> impl tower::Service<
-    Request<()>,
-    Response = Response<SseBody<http_body_util::Empty<Bytes>>>,
-    Error = Infallible,
-    Future = std::future::Ready<
-        Result<Response<SseBody<http_body_util::Empty<Bytes>>>, Infallible>,
-    >,
-> + Clone {
+    rx: Events,
+) -> impl tower::Service<Request<()>, Response = HandedOff, Error = Infallible> {
+    let mut rx = Some(rx);
     service_fn(move |_: Request<()>| {
-        let rx = rx.lock().ok().and_then(|mut rx| rx.take());
-        let source: BoxSource = match rx {
-            Some(rx) => Box::pin(Channel(rx)),
-            None => Box::pin(Channel(mpsc::unbounded_channel().1)),
-        };
+        let events = rx.take().unwrap_or_else(|| mpsc::unbounded_channel().1);
+        let source: BoxSource = Box::pin(Channel(events));
         let slot = HandoffSlot::new(source);
         let body = SseBody::handoff(Handoff::Waiting(slot.clone()), Arc::default(), None);
         let mut response = Response::new(body);
@@ -105,7 +101,7 @@ async fn encoded_events_get_the_layers_lifecycle_without_being_decoded() {
                 }
             }
         });
-    let service = layer.layer(handing_off(Arc::new(Mutex::new(Some(rx)))));
+    let service = layer.layer(handing_off(rx));
     let request = Request::get("/")
         .header("accept", "text/event-stream")
         .body(());
@@ -146,7 +142,7 @@ async fn encoded_events_get_the_layers_lifecycle_without_being_decoded() {
 #[tokio::test(start_paused = true)]
 async fn without_a_layer_the_handed_off_body_is_a_stream_of_its_own() {
     let (tx, rx) = mpsc::unbounded_channel();
-    let service = handing_off(Arc::new(Mutex::new(Some(rx))));
+    let service = handing_off(rx);
     let response = service
         .oneshot(Request::new(()))
         .await
