@@ -11,30 +11,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower_sse::{CloseInfo, CloseReason, Disconnect, Event, SseLayer};
 
-/// Sends a raw HTTP/1.1 request and reads until `needle` has arrived.
-async fn open_raw(addr: std::net::SocketAddr, path: &str, needle: &str) -> (TcpStream, String) {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\nlast-event-id: 3\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains(needle) {
-        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-            .await
-            .expect("data in time")
-            .expect("read");
-        assert!(
-            n > 0,
-            "server closed early: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
-    (tcp, String::from_utf8_lossy(&seen).into_owned())
-}
-
 /// Sets a flag when dropped: proves the inner body (and its producer) went away.
 struct DropFlag(tokio::sync::mpsc::UnboundedSender<Instant>);
 impl Drop for DropFlag {
@@ -81,7 +57,9 @@ async fn client_close_is_noticed_within_100ms_and_reported_once() {
     let app = Router::new().route("/events", get(handler)).layer(layer);
     let addr = support::serve_axum(app).await;
 
-    let (tcp, seen) = open_raw(addr, "/events", "data: 6\nid: 6\n\n").await;
+    let until = "data: 6\nid: 6\n\n";
+    let (tcp, seen) =
+        support::subscribe_raw_with(addr, "/events", &[("last-event-id", "3")], until).await;
     assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
     assert!(
         seen.contains("data: 4\nid: 4\n\ndata: 5\nid: 5\n\n"),

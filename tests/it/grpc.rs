@@ -137,23 +137,14 @@ fn events(stream: &[u8]) -> String {
         .collect()
 }
 
+/// Fetches `path` as an `EventSource` would: the status, the content type and the body.
 async fn fetch(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
-    let mut all = vec![("accept", "text/event-stream")];
-    all.extend_from_slice(headers);
-    let response = support::get(addr, path, &all).await;
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
+    let (status, headers, body) = support::fetch_sse(addr, path, headers).await;
+    let content_type = headers
         .get("content-type")
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let body = timeout(
-        Duration::from_secs(10),
-        support::collect(response.into_body()),
-    )
-    .await
-    .expect("the stream ends");
     (status, content_type, body)
 }
 

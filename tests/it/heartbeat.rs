@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use support::{channel, BoxError, TestBody};
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
@@ -38,12 +37,8 @@ async fn open_with(layer: SseLayer, body: TestBody) -> Stream {
 
 /// The next frame's text if one comes within `limit` (time auto-advances while paused).
 async fn next(body: &mut Stream, limit: Duration) -> Option<String> {
-    match tokio::time::timeout(limit, body.frame()).await {
-        Ok(Some(Ok(frame))) => {
-            let data = frame.into_data().expect("data frame");
-            Some(String::from_utf8(data.to_vec()).expect("utf-8"))
-        }
-        Ok(Some(Err(_))) => panic!("an event stream never fails"),
+    match tokio::time::timeout(limit, support::next_data(body)).await {
+        Ok(Some(data)) => Some(String::from_utf8(data.to_vec()).expect("utf-8")),
         Ok(None) => Some("<end>".into()),
         Err(_) => None,
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::{Layer, ServiceExt};
@@ -56,7 +56,7 @@ impl Calls {
 
 /// Serves `body` through `layer` to one event stream request.
 async fn open(layer: SseLayer, body: TestBody, calls: &Calls) -> Response<SseBody<TestBody>> {
-    open_request(layer, body, calls, sse_request()).await
+    open_request(layer, body, calls, support::sse_request()).await
 }
 
 async fn open_request(
@@ -81,13 +81,6 @@ async fn open_request(
         .expect("infallible")
 }
 
-fn sse_request() -> Request<Empty<Bytes>> {
-    Request::get("/events")
-        .header("accept", "text/event-stream")
-        .body(Empty::new())
-        .expect("request")
-}
-
 /// A response body, pinned to be read in place.
 type Body = std::pin::Pin<Box<SseBody<TestBody>>>;
 
@@ -95,20 +88,10 @@ fn body_of(response: Response<SseBody<TestBody>>) -> Body {
     Box::pin(response.into_body())
 }
 
-/// The data bytes of the next frame, or `None` at the end.
-async fn next(body: &mut Body) -> Option<Bytes> {
-    loop {
-        let frame = body.frame().await?.expect("an event stream never fails");
-        if let Ok(data) = frame.into_data() {
-            return Some(data);
-        }
-    }
-}
-
 /// Reads the body to its end, returning everything and when the end came.
 async fn read_to_end(body: &mut Body) -> (String, Instant) {
     let mut all = Vec::new();
-    while let Some(data) = next(body).await {
+    while let Some(data) = support::next_data(body).await {
         all.extend_from_slice(&data);
     }
     (String::from_utf8(all).expect("UTF-8"), Instant::now())
@@ -142,7 +125,7 @@ async fn the_shutdown_signal_ends_a_stream_after_whole_events_and_the_final_even
         .expect("send");
     let mut seen = String::new();
     while !seen.contains("{\"n\":2}") {
-        seen.push_str(text(&next(&mut body).await.expect("events")));
+        seen.push_str(text(&support::next_data(&mut body).await.expect("events")));
     }
     shutdown.cancel();
     let (rest, _) = read_to_end(&mut body).await;
@@ -175,7 +158,7 @@ async fn the_shutdown_signal_wakes_an_idle_stream() {
     let (_tx, inner) = channel();
     let mut body = body_of(open(layer, inner, &Calls::default()).await);
     assert_eq!(
-        next(&mut body).await.as_deref(),
+        support::next_data(&mut body).await.as_deref(),
         Some(&b"retry: 3000\n\n"[..])
     );
 
@@ -186,7 +169,7 @@ async fn the_shutdown_signal_wakes_an_idle_stream() {
     });
     let start = Instant::now();
     // No shutdown event configured: the stream just ends.
-    assert_eq!(next(&mut body).await, None);
+    assert_eq!(support::next_data(&mut body).await, None);
     assert_eq!(start.elapsed(), Duration::from_secs(60));
 }
 
@@ -244,9 +227,11 @@ async fn a_body_dropped_after_its_last_event_keeps_its_close_reason() {
         .on_disconnect(disconnects.recorder());
     let (_tx, inner) = channel();
     let mut body = body_of(open(layer, inner, &Calls::default()).await);
-    next(&mut body).await.expect("the retry hint");
+    support::next_data(&mut body).await.expect("the retry hint");
     shutdown.cancel();
-    let last = next(&mut body).await.expect("the shutdown event");
+    let last = support::next_data(&mut body)
+        .await
+        .expect("the shutdown event");
     assert!(text(&last).starts_with("event: shutdown\n"));
     // The connection drops the body before asking for its end.
     drop(body);
@@ -363,7 +348,7 @@ async fn a_connection_that_stops_asking_is_stalled_after_the_write_deadline() {
     tx.send(Ok(Bytes::from("a"))).await.expect("send");
     // One frame handed on (the retry hint and the first event), then the connection stops
     // asking, as it does when it cannot write.
-    let first = next(&mut body).await.expect("a frame");
+    let first = support::next_data(&mut body).await.expect("a frame");
     assert_eq!(text(&first), "retry: 3000\n\ndata: a\n\n");
     let handed_on = Instant::now();
 
@@ -383,7 +368,7 @@ async fn a_connection_that_stops_asking_is_stalled_after_the_write_deadline() {
 
     // The connection asks again: the stream ends at once, and nothing more is reported.
     tx.send(Ok(Bytes::from("b"))).await.expect("send");
-    assert_eq!(next(&mut body).await, None);
+    assert_eq!(support::next_data(&mut body).await, None);
     drop(body);
     assert_eq!(closes.len(), 1);
     assert_eq!(disconnects.reasons(), [CloseReason::Stalled]);
@@ -441,7 +426,7 @@ async fn every_stream_reports_one_close_with_its_reason() {
     // Client gone: the body dropped after the connection read from it.
     let (_tx, inner) = channel();
     let mut body = body_of(open(layer.clone(), inner, &calls).await);
-    next(&mut body).await.expect("the retry hint");
+    support::next_data(&mut body).await.expect("the retry hint");
     drop(body);
 
     // Never read (a HEAD response): nothing to report.
@@ -514,7 +499,9 @@ mod tracing_events {
 
         let (_tx, inner) = channel();
         let mut stalled = body_of(open(layer, inner, &Calls::default()).await);
-        next(&mut stalled).await.expect("the retry hint");
+        support::next_data(&mut stalled)
+            .await
+            .expect("the retry hint");
         tokio::time::sleep(Duration::from_secs(2)).await;
 
         let lines = capture.0.lock().expect("lock").clone();

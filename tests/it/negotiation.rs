@@ -45,13 +45,6 @@ async fn call(
     (parts, Bytes::from(collect(body).await))
 }
 
-fn sse_request() -> Request<()> {
-    Request::get("/")
-        .header("accept", "text/event-stream")
-        .body(())
-        .expect("request")
-}
-
 fn plain_request() -> Request<()> {
     Request::get("/")
         .header("accept", "text/html,*/*;q=0.8")
@@ -71,7 +64,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
 async fn negotiated_request_gets_an_event_stream_with_the_right_headers() {
     let (parts, body) = call(
         SseLayer::new(),
-        sse_request(),
+        support::sse_request(),
         StatusCode::OK,
         &[
             ("content-type", "text/plain"),
@@ -157,7 +150,7 @@ async fn always_converts_without_accept_and_without_vary() {
 async fn vary_is_not_repeated() {
     let (parts, _) = call(
         SseLayer::new(),
-        sse_request(),
+        support::sse_request(),
         StatusCode::OK,
         &[("vary", "accept-encoding, Accept")],
     )
@@ -192,7 +185,7 @@ async fn errors_no_content_and_compressed_bodies_pass_untouched() {
         ),
     ];
     for (status, headers) in cases {
-        let (parts, body) = call(SseLayer::new(), sse_request(), status, headers).await;
+        let (parts, body) = call(SseLayer::new(), support::sse_request(), status, headers).await;
         assert_eq!(parts.status, status);
         for (name, value) in headers {
             assert_eq!(header(&parts.headers, name), [*value]);
@@ -206,7 +199,7 @@ async fn errors_no_content_and_compressed_bodies_pass_untouched() {
 async fn identity_coding_and_other_2xx_are_converted_to_200() {
     let (parts, body) = call(
         SseLayer::new().no_retry(),
-        sse_request(),
+        support::sse_request(),
         StatusCode::CREATED,
         &[("content-encoding", "identity")],
     )
@@ -279,7 +272,7 @@ async fn disconnect_resolves_when_the_body_is_dropped() {
     });
     let response = SseLayer::new()
         .layer(inner)
-        .oneshot(sse_request())
+        .oneshot(support::sse_request())
         .await
         .expect("infallible");
     let disconnect = seen_rx.await.expect("handle");

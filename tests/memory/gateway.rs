@@ -142,29 +142,6 @@ fn layer() -> SseLayer {
     SseLayer::new().heartbeat(HEARTBEAT)
 }
 
-/// Fetches `path` as an `EventSource` would and reads the whole response.
-async fn fetch(
-    addr: SocketAddr,
-    path: &str,
-    extra: &[(&str, &str)],
-) -> (u16, http::HeaderMap, Vec<u8>) {
-    let mut headers = vec![
-        ("accept", "text/event-stream"),
-        ("cache-control", "no-cache"),
-    ];
-    headers.extend_from_slice(extra);
-    let response = support::get(addr, path, &headers).await;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = timeout(
-        Duration::from_secs(20),
-        support::collect(response.into_body()),
-    )
-    .await
-    .expect("the stream ends");
-    (status, headers, body)
-}
-
 /// The stream without its heartbeat blocks (`:` alone), and how many there were. The encoder
 /// ends every line with LF, so blocks are separated by exactly `\n\n`; a heartbeat anywhere but
 /// between two events would not be a block of its own and would stay in the text.
@@ -199,7 +176,7 @@ async fn slow_ndjson_becomes_one_event_per_line_with_heartbeats_in_the_silences(
     })
     .await;
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
-    let (status, headers, body) = fetch(gateway, "/ndjson", &[]).await;
+    let (status, headers, body) = support::fetch_sse(gateway, "/ndjson", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
     assert!(headers.get("connection").is_none());
@@ -251,7 +228,7 @@ async fn upstream_event_stream_split_at_every_byte_offset_is_reframed_the_same()
     let upstream = splitting_upstream().await;
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
     for cut in 0..=SSE.len() {
-        let (status, _, body) = fetch(gateway, &format!("/split/{cut}"), &[]).await;
+        let (status, _, body) = support::fetch_sse(gateway, &format!("/split/{cut}"), &[]).await;
         assert_eq!(status, 200);
         assert_eq!(without_heartbeats(&body).0, SSE_REFRAMED, "cut at {cut}");
     }
@@ -266,7 +243,7 @@ async fn upstream_event_stream_split_at_every_byte_offset_is_reframed_the_same()
 async fn upstream_event_stream_byte_by_byte_gets_heartbeats_only_between_events() {
     let upstream = splitting_upstream().await;
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
-    let (_, _, body) = fetch(gateway, "/bytes", &[]).await;
+    let (_, _, body) = support::fetch_sse(gateway, "/bytes", &[]).await;
     let (events, heartbeats) = without_heartbeats(&body);
     assert_eq!(events, SSE_REFRAMED);
     assert!(heartbeats >= 2, "{heartbeats} heartbeats in {body:?}");
@@ -289,7 +266,7 @@ async fn hostile_upstream_fields_reach_the_client_as_the_upstream_sent_them() {
     })
     .await;
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
-    let (_, _, body) = fetch(gateway, "/hostile", &[]).await;
+    let (_, _, body) = support::fetch_sse(gateway, "/hostile", &[]).await;
     let (events, _) = without_heartbeats(&body);
     assert_eq!(
         events,
@@ -333,7 +310,7 @@ async fn upstream_dying_mid_event_ends_with_an_error_event() {
             Duration::from_secs(5),
         )
         .await;
-        let (status, _, body) = fetch(gateway, "/dies", &[]).await;
+        let (status, _, body) = support::fetch_sse(gateway, "/dies", &[]).await;
         assert_eq!(status, 200);
         assert_eq!(
             without_heartbeats(&body).0,
@@ -342,7 +319,7 @@ async fn upstream_dying_mid_event_ends_with_an_error_event() {
         );
     }
     let gateway = gateway(dying_upstream("end").await, layer(), Duration::from_secs(5)).await;
-    let (_, _, body) = fetch(gateway, "/ends", &[]).await;
+    let (_, _, body) = support::fetch_sse(gateway, "/ends", &[]).await;
     assert_eq!(
         without_heartbeats(&body).0,
         "retry: 3000\n\ndata: whole\nid: 1\n\n"
@@ -377,7 +354,7 @@ async fn a_64_mib_line_ends_the_stream_with_an_error_and_memory_stays_bounded() 
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
     let _alone = support::alloc_counter::alone().await;
     let before = support::alloc_counter::reset_peak();
-    let (_, _, body) = fetch(gateway, "/huge", &[]).await;
+    let (_, _, body) = support::fetch_sse(gateway, "/huge", &[]).await;
     let held = support::alloc_counter::peak().saturating_sub(before);
     assert_eq!(
         without_heartbeats(&body).0,
@@ -418,7 +395,7 @@ async fn upstream_500_passes_through_untouched() {
     })
     .await;
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
-    let (status, headers, body) = fetch(gateway, "/fails", &[]).await;
+    let (status, headers, body) = support::fetch_sse(gateway, "/fails", &[]).await;
     assert_eq!(status, 500);
     assert_eq!(headers["content-type"], "text/plain");
     // Hop-by-hop headers, those `Connection` names among them, stop at the gateway.
@@ -436,7 +413,7 @@ async fn an_upstream_that_refuses_is_a_502() {
     let refused = listener.local_addr().expect("local addr");
     drop(listener);
     let gateway = gateway(refused, layer(), Duration::from_secs(5)).await;
-    let (status, headers, body) = fetch(gateway, "/anything", &[]).await;
+    let (status, headers, body) = support::fetch_sse(gateway, "/anything", &[]).await;
     assert_eq!(status, 502);
     assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
     assert_eq!(body, b"502 Bad Gateway\n");
@@ -455,7 +432,7 @@ async fn an_upstream_that_sends_no_head_in_time_is_a_504_and_is_hung_up_on() {
     .await;
     let gateway = gateway(upstream, layer(), Duration::from_millis(300)).await;
     let started = Instant::now();
-    let (status, _, body) = fetch(gateway, "/slow", &[]).await;
+    let (status, _, body) = support::fetch_sse(gateway, "/slow", &[]).await;
     let waited = started.elapsed();
     assert_eq!(status, 504);
     assert_eq!(body, b"504 Gateway Timeout\n");
@@ -484,7 +461,7 @@ async fn request_headers_are_forwarded_as_a_proxy_must() {
     })
     .await;
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
-    let (status, _, _) = fetch(
+    let (status, _, _) = support::fetch_sse(
         gateway,
         "/feed/a?since=3&x=%20",
         &[
@@ -533,7 +510,7 @@ async fn framing_override_beats_a_dishonest_content_type() {
         Duration::from_secs(5),
     )
     .await;
-    let (_, _, body) = fetch(gateway, "/lines", &[]).await;
+    let (_, _, body) = support::fetch_sse(gateway, "/lines", &[]).await;
     assert_eq!(
         without_heartbeats(&body).0,
         "retry: 3000\n\ndata: {\"a\":1}\n\ndata: {\"a\":2}\n\n"
@@ -666,6 +643,6 @@ async fn a_post_with_a_body_reaches_the_upstream_under_its_path_prefix() {
     assert_eq!(sent, b"{\"prompt\":\"hi\"}");
 
     // A path that would climb out of the prefix never reaches the upstream.
-    let (status, _, _) = fetch(gateway, "/../admin", &[]).await;
+    let (status, _, _) = support::fetch_sse(gateway, "/../admin", &[]).await;
     assert_eq!(status, 400);
 }

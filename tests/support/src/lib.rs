@@ -130,9 +130,25 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp
 /// Opens an event stream on a raw socket, as a browser tab does, and reads until the text
 /// received contains `until`; dropping the socket is then the tab closing.
 pub async fn subscribe_raw(addr: SocketAddr, path: &str, until: &str) -> TcpStream {
+    subscribe_raw_with(addr, path, &[], until).await.0
+}
+
+/// [`subscribe_raw`] with extra request headers; also returns the text received.
+pub async fn subscribe_raw_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    until: &str,
+) -> (TcpStream, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    let head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n{extra}\r\n"
+    );
     tcp.write_all(head.as_bytes()).await.expect("request");
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -144,7 +160,54 @@ pub async fn subscribe_raw(addr: SocketAddr, path: &str, until: &str) -> TcpStre
         assert!(n > 0, "the server closed early: {seen:?}");
         seen.extend_from_slice(&buf[..n]);
     }
-    tcp
+    (tcp, String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// A request as `EventSource` sends it (`Accept: text/event-stream`), with an empty body.
+pub fn sse_request<B: Default>() -> Request<B> {
+    Request::get("/events")
+        .header("accept", "text/event-stream")
+        .body(B::default())
+        .expect("request")
+}
+
+/// Fetches `path` as an `EventSource` would (with `extra` headers) and reads the whole
+/// response: its status, headers and body.
+pub async fn fetch_sse(
+    addr: SocketAddr,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    let mut headers = vec![
+        ("accept", "text/event-stream"),
+        ("cache-control", "no-cache"),
+    ];
+    headers.extend_from_slice(extra);
+    let response = get(addr, path, &headers).await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(Duration::from_secs(20), collect(response.into_body()))
+        .await
+        .expect("the stream ends");
+    (status, headers, body)
+}
+
+/// The data of the next data frame of `body`, or `None` at its end.
+pub async fn next_data<B>(body: &mut B) -> Option<Bytes>
+where
+    B: http_body::Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    loop {
+        let frame = match body.frame().await? {
+            Ok(frame) => frame,
+            Err(error) => panic!("body failed: {error:?}"),
+        };
+        if let Ok(mut data) = frame.into_data() {
+            use bytes::Buf;
+            return Some(data.copy_to_bytes(data.remaining()));
+        }
+    }
 }
 
 /// Sends one GET as an `EventSource` would.
