@@ -64,14 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     println!("try: curl -N -H 'Accept: text/event-stream' http://{addr}/ticks");
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            serve::shutdown_signal().await;
-            println!("shutting down: ending open streams");
-            shutdown.cancel();
-        }
-    });
+    serve::cancel_on_signal(shutdown.clone());
     // Unacknowledged bytes (heartbeats, at least) abort a connection after the write deadline:
     // a peer that vanished without a FIN or RST is found within heartbeat + deadline.
     let configure = |tcp: &tokio::net::TcpStream| {

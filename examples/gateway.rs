@@ -50,14 +50,7 @@ async fn main() -> Result<(), Error> {
     let listener = TcpListener::bind(listen).await?;
     let listen = listener.local_addr()?;
     println!("gateway on http://{listen}, forwarding to {upstream}");
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            serve::shutdown_signal().await;
-            println!("shutting down: ending open streams");
-            shutdown.cancel();
-        }
-    });
+    serve::cancel_on_signal(shutdown.clone());
     serve::serve(listener, gateway, shutdown, |_| {}).await;
     println!("stopped");
     Ok(())

@@ -104,8 +104,17 @@ async fn protocol_known(tcp: &TcpStream, limit: Duration) -> bool {
     }
 }
 
+/// Cancels `shutdown` on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+pub(crate) fn cancel_on_signal(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        println!("shutting down: ending open streams");
+        shutdown.cancel();
+    });
+}
+
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (what orchestrators send before a kill).
-pub(crate) async fn shutdown_signal() {
+async fn shutdown_signal() {
     #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

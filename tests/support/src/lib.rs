@@ -146,9 +146,8 @@ pub async fn subscribe_raw_with(
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n{extra}\r\n"
-    );
+    let head =
+        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n{extra}\r\n");
     tcp.write_all(head.as_bytes()).await.expect("request");
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
