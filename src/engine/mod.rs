@@ -7,6 +7,7 @@
 //! events, and [`Handoff`], events already encoded by someone else (a second layer's source).
 
 mod decoded;
+mod frame;
 mod handoff;
 mod jitter;
 mod source;
@@ -17,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::Frame;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -31,6 +32,7 @@ pub(crate) use decoded::{copy_out, Decoded};
 #[allow(unused_imports)] // the hub (next) is the first source outside tests
 pub(crate) use handoff::{BoxSource, Handoff, HandoffSlot};
 pub(crate) use source::{Output, Source};
+use frame::FrameBuf;
 use tracker::Tracker;
 
 /// Events already ready are coalesced into one body frame up to this size: the cost per frame,
@@ -61,7 +63,7 @@ pin_project! {
 struct State {
     config: Arc<Config>,
     /// Encoded bytes not yet handed to the connection.
-    buf: BytesMut,
+    buf: FrameBuf,
     /// Whether `buf` holds an event (not just the preamble): another one joining it is a burst.
     coalescing: bool,
     phase: Phase,
@@ -93,8 +95,8 @@ impl<S> Engine<S> {
     /// A stream over `source`; `disconnect` is cancelled when it ends, is dropped, or its client
     /// stalls.
     pub(crate) fn new(source: S, config: Arc<Config>, disconnect: Disconnect) -> Self {
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&config.preamble);
+        let mut buf = FrameBuf::default();
+        buf.push_shared(&config.preamble);
         let now = Instant::now();
         let state = State {
             buf,
@@ -222,7 +224,7 @@ impl State {
         self.phase = Phase::Ending;
         self.tracker.closing(reason);
         if reason == CloseReason::Shutdown && !self.config.shutdown_event.is_empty() {
-            self.buf.extend_from_slice(&self.config.shutdown_event);
+            self.buf.push_shared(&self.config.shutdown_event);
             self.tracker
                 .event_sent(self.config.shutdown_event_id.clone());
         }
@@ -233,7 +235,7 @@ impl State {
         self.phase = Phase::Ending;
         self.tracker.failed(error);
         if let Some(mut event) = self.config.error_event(error) {
-            event.encode_into(&mut self.buf);
+            self.buf.write(|buf| event.encode_into(buf));
             self.tracker.event_sent(event.take_id());
         }
     }
@@ -242,7 +244,7 @@ impl State {
     /// new one.
     fn flush(&mut self) -> Frame<Bytes> {
         self.coalescing = false;
-        let bytes = std::mem::take(&mut self.buf).freeze();
+        let bytes = self.buf.take();
         self.hand_on(bytes)
     }
 
