@@ -23,6 +23,10 @@ pub enum CloseReason {
     Shutdown,
     /// The stream reached its [maximum age](crate::SseLayer::max_age).
     MaxAge,
+    /// The client fell behind what its source would queue for it (a hub subscriber whose queue
+    /// filled): the stream ended after whole events, and the client catches up from history
+    /// when it reconnects with its `Last-Event-ID`.
+    Lagged,
 }
 
 impl CloseReason {

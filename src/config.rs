@@ -76,6 +76,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The default settings, shared: what a stream of this crate's served without a layer uses.
+    #[allow(dead_code)] // the hub's subscriptions are the first such streams
+    pub(crate) fn shared_default() -> Arc<Self> {
+        static DEFAULT: std::sync::OnceLock<Arc<Config>> = std::sync::OnceLock::new();
+        DEFAULT.get_or_init(Arc::default).clone()
+    }
+
     /// Encodes the events every stream sends the same, through the one encoder.
     pub(crate) fn encode_fixed_events(&mut self) {
         let encode = |event: Event| {

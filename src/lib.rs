@@ -67,6 +67,8 @@
 //! | `json` | `Event::json`: a value serialized as the event's data |
 //! | `grpc` | `grpc::GrpcLayer`: browsers subscribe to tonic server-streaming RPCs (implies `json`) |
 //! | `gateway` | `gateway::Upstream`: a reverse proxy service to put the layer around |
+//! | `hub` | `hub::Hub`: topics, publish once to every subscriber, exact resume after `Last-Event-ID` |
+//! | `axum` | axum's `IntoResponse` for the hub's `Subscription` and `HubError` |
 //! | `full` | all of the above |
 //!
 //! A tokio runtime with the time driver must drive the response bodies (heartbeats use
@@ -99,6 +101,8 @@ mod service;
 pub mod gateway;
 #[cfg(feature = "grpc")]
 pub mod grpc;
+#[cfg(feature = "hub")]
+pub mod hub;
 
 pub use body::SseBody;
 pub use close::{CloseInfo, CloseReason};

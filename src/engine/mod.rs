@@ -29,10 +29,10 @@ use crate::disconnect::Disconnect;
 use crate::{CloseReason, StreamError};
 
 pub(crate) use decoded::{copy_out, Decoded};
+use frame::FrameBuf;
 #[allow(unused_imports)] // the hub (next) is the first source outside tests
 pub(crate) use handoff::{BoxSource, Handoff, HandoffSlot};
 pub(crate) use source::{Output, Source};
-use frame::FrameBuf;
 use tracker::Tracker;
 
 /// Events already ready are coalesced into one body frame up to this size: the cost per frame,

@@ -79,6 +79,13 @@ impl Output<'_> {
         self.tracker.event_sent(id);
     }
 
+    /// The source is ending for `reason` (it then returns `Ready(Ok(()))`); the first reason
+    /// given stands.
+    #[allow(dead_code)] // the hub's subscriptions are the first source to end for a reason
+    pub(crate) fn closing(&mut self, reason: crate::CloseReason) {
+        self.tracker.closing(reason);
+    }
+
     /// Makes room for a whole frame once events are being coalesced (one is already in it). A
     /// lone event on an idle stream gets a buffer of its own size.
     fn reserve(&mut self) {

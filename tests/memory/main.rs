@@ -7,5 +7,8 @@
 static ALLOCATOR: support::alloc_counter::Counting = support::alloc_counter::Counting;
 
 mod allocations;
+#[cfg(feature = "gateway")]
 mod gateway;
+#[cfg(feature = "hub")]
+mod hub;
 mod stall;

@@ -1,0 +1,352 @@
+//! The embedded engine: topics, their bounded history, and the subscribers' queues, in this
+//! process's memory.
+//!
+//! One lock orders everything: a publish takes the next sequence number, appends the event to
+//! its topic's history and hands it to every subscriber's queue under it, and a subscribe takes
+//! the history it replays and registers its queue under it. So every subscriber gets the events
+//! of its topics in sequence order, and the seam between history and live has neither a gap nor
+//! a duplicate, whatever publishers do meanwhile.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+use bytes::{Bytes, BytesMut};
+
+use super::id::{self, Position};
+use super::{GapReason, HubConfig, HubError};
+use crate::engine::Output;
+use crate::Event;
+
+/// One published event, encoded once; subscribers share its bytes.
+#[derive(Debug, Clone)]
+pub(super) struct Entry {
+    pub(super) seq: u64,
+    /// The whole event on the wire, its id line included.
+    pub(super) encoded: Bytes,
+    pub(super) id: Bytes,
+}
+
+/// The embedded engine.
+pub(super) struct Memory {
+    epoch: u64,
+    pub(super) config: HubConfig,
+    state: Mutex<State>,
+}
+
+struct State {
+    closed: bool,
+    /// The last sequence number given.
+    seq: u64,
+    /// Events up to this number may be gone from a topic no longer kept (dropped when it had
+    /// neither subscribers nor history, or evicted over `max_topics`): a topic made anew
+    /// counts them as trimmed.
+    forgotten: u64,
+    topics: HashMap<Arc<str>, Topic>,
+}
+
+struct Topic {
+    history: VecDeque<Entry>,
+    history_bytes: usize,
+    /// The highest sequence number removed from the history (0: none).
+    trimmed: u64,
+    /// The last sequence number published here.
+    last: u64,
+    subscribers: Vec<Arc<Queue>>,
+}
+
+/// What a subscribe found, under the lock.
+pub(super) struct Joined {
+    /// The retained events to send first, in sequence order.
+    pub(super) replay: VecDeque<Entry>,
+    pub(super) gap: Option<GapReason>,
+}
+
+impl Memory {
+    pub(super) fn new(config: HubConfig) -> Self {
+        Self {
+            epoch: id::new_epoch(),
+            config,
+            state: Mutex::new(State {
+                closed: false,
+                seq: 0,
+                forgotten: 0,
+                topics: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Where a client's `Last-Event-ID` places it in this hub.
+    pub(super) fn position(&self, id: &str) -> Position {
+        id::parse(self.epoch, id)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; the state stays consistent in any case.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Publishes `event` on `topic` (already validated): gives it the next id, keeps it in the
+    /// topic's history, and queues it for every subscriber. Never waits on a subscriber.
+    pub(super) fn publish(&self, topic: &str, mut event: Event) -> Result<String, HubError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(HubError::Closed);
+        }
+        let seq = state.seq + 1;
+        let id = id::format(self.epoch, seq);
+        let _replaced = event.take_id();
+        // The id is hex digits, a dash and decimal digits: never a line break or NUL.
+        let event = event.id(id.clone()).map_err(HubError::Event)?;
+        let mut encoded = BytesMut::new();
+        event.encode_into(&mut encoded);
+        let entry = Entry {
+            seq,
+            encoded: encoded.freeze(),
+            id: Bytes::from(id.clone()),
+        };
+        state.seq = seq;
+        let forgotten = state.forgotten;
+        let topic = match state.topics.get_mut(topic) {
+            Some(topic) => topic,
+            None => state
+                .topics
+                .entry(Arc::from(topic))
+                .or_insert_with(|| Topic::new(forgotten)),
+        };
+        topic.last = seq;
+        topic.keep(entry.clone(), &self.config);
+        topic
+            .subscribers
+            .retain(|queue| queue.push(&entry, &self.config));
+        if state.topics.len() > self.config.max_topics {
+            state.evict_one();
+        }
+        Ok(id)
+    }
+
+    /// Registers `queue` on `topics` (validated, without duplicates) and takes what it must
+    /// replay: after `position`, or everything retained after a gap.
+    pub(super) fn join(
+        &self,
+        topics: &[Arc<str>],
+        position: Option<Position>,
+        queue: &Arc<Queue>,
+    ) -> Result<Joined, HubError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(HubError::Closed);
+        }
+        let newest = state.seq;
+        let (after, mut gap) = match position {
+            None => (None, None),
+            // An id of this hub's epoch past its newest event was never given out.
+            Some(Position::After(seq)) if seq > newest => (Some(0), Some(GapReason::Unknown)),
+            Some(Position::After(seq)) => (Some(seq), None),
+            Some(Position::OtherEpoch) => (Some(0), Some(GapReason::Unknown)),
+            Some(Position::Malformed) => (Some(0), Some(GapReason::Malformed)),
+        };
+        let forgotten = state.forgotten;
+        let mut replay = Vec::new();
+        for name in topics {
+            let topic = state
+                .topics
+                .entry(name.clone())
+                .or_insert_with(|| Topic::new(forgotten));
+            if let Some(after) = after.filter(|_| gap.is_none()) {
+                if topic.trimmed > after {
+                    gap = Some(GapReason::Trimmed);
+                }
+            }
+            if let Some(after) = after {
+                replay.extend(topic.history.iter().filter(|e| e.seq > after).cloned());
+            }
+            topic.subscribers.push(queue.clone());
+        }
+        // After a trimmed history, each topic still replays only what follows the client's
+        // position: what it kept of the others, the client has.
+        replay.sort_unstable_by_key(|entry| entry.seq);
+        Ok(Joined {
+            replay: replay.into(),
+            gap,
+        })
+    }
+
+    /// Removes `queue` from `topics`; a topic left with neither subscribers nor history is
+    /// dropped.
+    pub(super) fn leave(&self, topics: &[Arc<str>], queue: &Arc<Queue>) {
+        let mut state = self.lock();
+        for name in topics {
+            let Some(topic) = state.topics.get_mut(name) else {
+                continue;
+            };
+            topic.subscribers.retain(|other| !Arc::ptr_eq(other, queue));
+            if topic.subscribers.is_empty() && topic.history.is_empty() {
+                let last = topic.last.max(topic.trimmed);
+                state.topics.remove(name);
+                state.forgotten = state.forgotten.max(last);
+            }
+        }
+    }
+
+    /// Refuses further publishes and subscribes; open subscriptions end after what is queued.
+    pub(super) fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        for topic in state.topics.values_mut() {
+            for queue in topic.subscribers.drain(..) {
+                queue.close();
+            }
+        }
+    }
+
+    /// How many topics are kept (for tests bounding memory).
+    #[cfg(test)]
+    pub(super) fn topic_count(&self) -> usize {
+        self.lock().topics.len()
+    }
+}
+
+impl State {
+    /// Drops the topic without subscribers published to longest ago, to stay within
+    /// `max_topics`. Its events count as forgotten.
+    fn evict_one(&mut self) {
+        let oldest = self
+            .topics
+            .iter()
+            .filter(|(_, topic)| topic.subscribers.is_empty())
+            .min_by_key(|(_, topic)| topic.last)
+            .map(|(name, _)| name.clone());
+        if let Some(name) = oldest {
+            if let Some(topic) = self.topics.remove(&name) {
+                self.forgotten = self.forgotten.max(topic.last);
+            }
+        }
+    }
+}
+
+impl Topic {
+    fn new(forgotten: u64) -> Self {
+        Self {
+            history: VecDeque::new(),
+            history_bytes: 0,
+            trimmed: forgotten,
+            last: forgotten,
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// Appends `entry` to the history, then trims it to the configured count and bytes.
+    fn keep(&mut self, entry: Entry, config: &HubConfig) {
+        self.history_bytes += entry.encoded.len();
+        self.history.push_back(entry);
+        while self.history.len() > config.history_events
+            || (self.history_bytes > config.history_bytes && !self.history.is_empty())
+        {
+            let Some(removed) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes -= removed.encoded.len();
+            self.trimmed = removed.seq;
+        }
+    }
+}
+
+/// One subscriber's queue of live events, bounded by events and bytes. A subscriber that falls
+/// behind it is marked lagged and taken off its topics: its stream ends after what is queued.
+pub(super) struct Queue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Entry>,
+    bytes: usize,
+    lagged: bool,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+/// What a subscriber's queue had.
+pub(super) enum Drained {
+    /// Events were written (or the frame is full).
+    Some,
+    /// Nothing now; the waker is registered.
+    Empty,
+    /// Nothing left, and no more will come: the subscriber lagged.
+    Lagged,
+    /// Nothing left, and no more will come: the hub closed.
+    Closed,
+}
+
+impl Queue {
+    pub(super) fn new() -> Self {
+        Self {
+            state: Mutex::new(QueueState::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `entry`; false when the subscriber is lagged (or gone) and should be dropped from
+    /// the topic. A single event larger than the byte bound is still queued when it is alone.
+    fn push(&self, entry: &Entry, config: &HubConfig) -> bool {
+        let mut state = self.lock();
+        if state.lagged || state.closed {
+            return false;
+        }
+        let full = state.items.len() >= config.queue_events
+            || (!state.items.is_empty() && state.bytes + entry.encoded.len() > config.queue_bytes);
+        if full {
+            state.lagged = true;
+        } else {
+            state.bytes += entry.encoded.len();
+            state.items.push_back(entry.clone());
+        }
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+        !full
+    }
+
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Writes queued events into `out` until it is full, or registers `waker` when there are
+    /// none. The events' bytes are shared, not copied, when one fills a frame alone.
+    pub(super) fn drain(&self, out: &mut Output<'_>, waker: &Waker) -> Drained {
+        let mut state = self.lock();
+        if state.items.is_empty() {
+            if state.lagged {
+                return Drained::Lagged;
+            }
+            if state.closed {
+                return Drained::Closed;
+            }
+            match &mut state.waker {
+                Some(known) if known.will_wake(waker) => {}
+                slot => *slot = Some(waker.clone()),
+            }
+            return Drained::Empty;
+        }
+        while !out.is_full() {
+            let Some(entry) = state.items.pop_front() else {
+                break;
+            };
+            state.bytes -= entry.encoded.len();
+            out.encoded(&entry.encoded, Some(entry.id));
+        }
+        Drained::Some
+    }
+}

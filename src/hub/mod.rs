@@ -1,0 +1,377 @@
+//! The hub (feature `hub`): publish an event once, and every subscriber of its topic receives
+//! it; a client that reconnects with `Last-Event-ID` receives exactly what it missed, or is told
+//! plainly that history is gone.
+//!
+//! ```
+//! use axum::{extract::{Path, State}, routing::get, Extension, Router};
+//! use tower_sse::hub::{Hub, HubError, Subscription};
+//! use tower_sse::{Event, LastEventId, SseLayer};
+//!
+//! async fn events(
+//!     State(hub): State<Hub>,
+//!     Path(topic): Path<String>,
+//!     last: Option<Extension<LastEventId>>,
+//! ) -> Result<Subscription, HubError> {
+//!     // Authorise `topic` here, as any resource named by a path.
+//!     hub.subscribe([topic], last.map(|Extension(id)| id))
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = Hub::memory();
+//! let app: Router = Router::new()
+//!     .route("/events/{topic}", get(events))
+//!     .with_state(hub.clone())
+//!     .layer(SseLayer::new());
+//! let id = hub.publish("orders/42", Event::default().event("status")?.data("shipped")).await?;
+//! # let _ = (app, id);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! | Rule | What the hub does |
+//! | --- | --- |
+//! | Ids | every event gets `{epoch}-{seq}`: a random 16-hex-digit epoch per hub, and a sequence over all its topics, so ids grow strictly per topic and one id places a client in every topic of a subscription; an id the event had is replaced |
+//! | Resume | after a known id, every retained event after it, then live ones: no gap and no duplicate between the two, whatever publishers do meanwhile |
+//! | Gap | an id older than the history, of another epoch (an earlier process, another hub) or malformed: one gap event first (`event: reset`, `data: {"reason":"trimmed"}`, `"unknown"` or `"malformed"`; see [`HubBuilder::gap_event`]), then what is retained after it, then live |
+//! | History | per topic, the last 1 000 events and 1 MiB (configurable); a topic with neither subscribers nor history is dropped, and past 100 000 topics the one without subscribers published to longest ago is evicted |
+//! | Slow subscribers | each has a queue of 1 024 events and 1 MiB; one that falls behind is ended after whole events ([`CloseReason::Lagged`](crate::CloseReason::Lagged)) and catches up from history when it reconnects; `publish` never waits on a subscriber |
+//! | Several topics | up to 16 per subscription, merged in publish order, resumed with one id |
+//! | Encode once | an event is encoded once into shared bytes; each subscriber's stream hands them on (copied only when coalesced with others) |
+//! | Bad input | a topic name is 1 to 256 bytes without control characters, else [`HubError::InvalidTopic`] (a `400`); a `Last-Event-ID` of any content or length is read without a panic |
+
+mod id;
+mod memory;
+mod subscription;
+
+use std::sync::Arc;
+
+use crate::{Event, EventError, LastEventId};
+
+pub use subscription::{Resume, Subscription};
+
+use memory::{Memory, Queue};
+
+/// Why a subscription could not resume exactly where its client was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GapReason {
+    /// The client's id is older than the history the hub still keeps.
+    Trimmed,
+    /// The id is of another epoch: an earlier process, or another hub.
+    Unknown,
+    /// The id is not one a hub makes.
+    Malformed,
+}
+
+impl GapReason {
+    /// A short name: `trimmed`, `unknown`, `malformed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trimmed => "trimmed",
+            Self::Unknown => "unknown",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
+/// Why the hub refused a publish or a subscribe.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HubError {
+    /// A topic name is empty, longer than the limit, or holds a control character.
+    InvalidTopic(String),
+    /// A subscription names no topic, or more than the limit.
+    TopicCount {
+        /// How many it named.
+        given: usize,
+        /// The most allowed.
+        limit: usize,
+    },
+    /// The event could not be given its id.
+    Event(EventError),
+    /// The hub was closed.
+    Closed,
+}
+
+impl HubError {
+    /// The HTTP status that answers it: `400` for the client's mistakes, `503` for a closed hub,
+    /// `500` otherwise.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Self::InvalidTopic(_) | Self::TopicCount { .. } => http::StatusCode::BAD_REQUEST,
+            Self::Closed => http::StatusCode::SERVICE_UNAVAILABLE,
+            Self::Event(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The error as a plain-text response with its [status](Self::status).
+    pub fn into_http(self) -> http::Response<String> {
+        let mut response = http::Response::new(format!("{self}\n"));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+impl std::fmt::Display for HubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidTopic(why) => write!(f, "invalid topic: {why}"),
+            Self::TopicCount { given, limit } => {
+                write!(f, "a subscription names 1 to {limit} topics, not {given}")
+            }
+            Self::Event(error) => write!(f, "the event could not be given its id: {error}"),
+            Self::Closed => f.write_str("the hub is closed"),
+        }
+    }
+}
+
+impl std::error::Error for HubError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Event(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<HubError> for http::Response<String> {
+    fn from(error: HubError) -> Self {
+        error.into_http()
+    }
+}
+
+/// The event that tells a client its history is gone.
+type GapEvent = Arc<dyn Fn(GapReason) -> Option<Event> + Send + Sync>;
+
+/// The hub's bounds and its gap event.
+#[derive(Clone)]
+pub(crate) struct HubConfig {
+    history_events: usize,
+    history_bytes: usize,
+    max_topics: usize,
+    queue_events: usize,
+    queue_bytes: usize,
+    topics_per_subscription: usize,
+    topic_len: usize,
+    gap_event: GapEvent,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            history_events: 1000,
+            history_bytes: 1024 * 1024,
+            max_topics: 100_000,
+            queue_events: 1024,
+            queue_bytes: 1024 * 1024,
+            topics_per_subscription: 16,
+            topic_len: 256,
+            gap_event: Arc::new(|reason| {
+                let data = format!("{{\"reason\":\"{}\"}}", reason.as_str());
+                Some(Event::default().event("reset").ok()?.data(data))
+            }),
+        }
+    }
+}
+
+/// Builds a [`Hub`] with bounds of its own ([`Hub::builder`]).
+#[derive(Clone, Default)]
+#[must_use = "a builder does nothing until built"]
+pub struct HubBuilder {
+    config: HubConfig,
+}
+
+impl HubBuilder {
+    /// The events each topic keeps for clients that reconnect: at most `events`, and at most
+    /// `bytes` of them encoded (default 1 000 and 1 MiB; at least one event is kept either way,
+    /// unless it alone is larger).
+    pub fn history(mut self, events: usize, bytes: usize) -> Self {
+        self.config.history_events = events;
+        self.config.history_bytes = bytes;
+        self
+    }
+
+    /// How many topics the hub keeps (default 100 000): past it, the topic without
+    /// subscribers published to longest ago is dropped with its history (a client resuming on
+    /// it is told of a gap).
+    pub fn max_topics(mut self, topics: usize) -> Self {
+        self.config.max_topics = topics.max(1);
+        self
+    }
+
+    /// Each subscriber's queue of live events not yet taken by its connection: at most
+    /// `events`, and `bytes` encoded (default 1 024 and 1 MiB). A subscriber that falls behind
+    /// it is ended ([`CloseReason::Lagged`](crate::CloseReason::Lagged)).
+    pub fn queue(mut self, events: usize, bytes: usize) -> Self {
+        self.config.queue_events = events.max(1);
+        self.config.queue_bytes = bytes;
+        self
+    }
+
+    /// The most topics one subscription may name (default 16).
+    pub fn topics_per_subscription(mut self, topics: usize) -> Self {
+        self.config.topics_per_subscription = topics.max(1);
+        self
+    }
+
+    /// The longest topic name, in bytes (default 256).
+    pub fn topic_len(mut self, bytes: usize) -> Self {
+        self.config.topic_len = bytes.max(1);
+        self
+    }
+
+    /// The event sent first to a client whose position cannot be resumed (default
+    /// `event: reset` with `data: {"reason":"trimmed"}`, `"unknown"` or `"malformed"`); `None`
+    /// sends none. Give it no id: the client keeps its last one until the events that follow.
+    pub fn gap_event<F>(mut self, gap: F) -> Self
+    where
+        F: Fn(GapReason) -> Option<Event> + Send + Sync + 'static,
+    {
+        self.config.gap_event = Arc::new(gap);
+        self
+    }
+
+    /// The hub, with its engine in this process's memory.
+    pub fn build(self) -> Hub {
+        Hub {
+            memory: Arc::new(Memory::new(self.config)),
+        }
+    }
+}
+
+/// Topics, their history, and their subscribers. Cloning is cheap: clones share one hub.
+///
+/// See the [module documentation](self) for the rules it keeps.
+#[derive(Clone)]
+pub struct Hub {
+    memory: Arc<Memory>,
+}
+
+impl Hub {
+    /// A hub in this process's memory, with the default bounds.
+    #[must_use]
+    pub fn memory() -> Self {
+        HubBuilder::default().build()
+    }
+
+    /// A builder for a hub with bounds of its own.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    fn engine(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// Publishes `event` on `topic`, and returns the id it was given (an id the event had is
+    /// replaced). Every subscriber of the topic receives it; none can make this wait or fail.
+    pub async fn publish(&self, topic: &str, event: Event) -> Result<String, HubError> {
+        self.validate(topic)?;
+        self.memory.publish(topic, event)
+    }
+
+    /// Subscribes to `topics` (duplicates count once), resuming after `last_event_id`: the
+    /// retained events after it, then live ones; or, when the id cannot be resumed, a gap event
+    /// first. Without an id, live events only. Which topics a client may subscribe to is the
+    /// application's decision: check it before calling this.
+    pub fn subscribe<I, T>(
+        &self,
+        topics: I,
+        last_event_id: Option<LastEventId>,
+    ) -> Result<Subscription, HubError>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let config = &self.memory.config;
+        let mut names: Vec<Arc<str>> = Vec::new();
+        for topic in topics {
+            let topic = topic.as_ref();
+            self.validate(topic)?;
+            if names.len() > config.topics_per_subscription {
+                break;
+            }
+            if !names.iter().any(|name| &**name == topic) {
+                names.push(Arc::from(topic));
+            }
+        }
+        if names.is_empty() || names.len() > config.topics_per_subscription {
+            return Err(HubError::TopicCount {
+                given: names.len(),
+                limit: config.topics_per_subscription,
+            });
+        }
+        let position = last_event_id.map(|id| self.memory.position(id.as_str()));
+        let queue = Arc::new(Queue::new());
+        let joined = self.memory.join(&names, position, &queue)?;
+        let replayed = joined.replay.len();
+        let (resume, gap) = match joined.gap {
+            Some(reason) => (Resume::Gap { reason, replayed }, (config.gap_event)(reason)),
+            None if position.is_some() => (Resume::Resumed { replayed }, None),
+            None => (Resume::Fresh, None),
+        };
+        tracing::debug!(topics = names.len(), ?resume, "hub subscription");
+        Ok(Subscription::new(
+            self.clone(),
+            names,
+            queue,
+            joined.replay,
+            gap,
+            resume,
+        ))
+    }
+
+    /// Closes the hub: publishes and subscribes fail with [`HubError::Closed`], and open
+    /// subscriptions end after what is queued for them.
+    pub fn close(&self) {
+        self.memory.close();
+    }
+
+    fn validate(&self, topic: &str) -> Result<(), HubError> {
+        let limit = self.memory.config.topic_len;
+        if topic.is_empty() || topic.len() > limit {
+            return Err(HubError::InvalidTopic(format!(
+                "a topic name is 1 to {limit} bytes, not {}",
+                topic.len()
+            )));
+        }
+        if topic.chars().any(char::is_control) {
+            return Err(HubError::InvalidTopic(
+                "a topic name holds no control character".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "axum")]
+mod axum_impls {
+    use axum_core::response::{IntoResponse, Response};
+
+    use super::{HubError, Subscription};
+
+    impl IntoResponse for Subscription {
+        fn into_response(self) -> Response {
+            self.into_http().map(axum_core::body::Body::new)
+        }
+    }
+
+    impl IntoResponse for HubError {
+        fn into_response(self) -> Response {
+            self.into_http().map(axum_core::body::Body::from)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,434 @@
+//! The hub's rules, one test each, on the subscription bodies themselves (and through the layer
+//! where the layer's part is the point).
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower::{service_fn, Layer, ServiceExt};
+
+use super::{GapReason, Hub, HubError, Resume, Subscription};
+use crate::{CloseReason, Event, LastEventId, SseLayer};
+
+/// A subscription's stream, read frame by frame.
+struct Reader {
+    body: std::pin::Pin<Box<dyn Body<Data = Bytes, Error = Infallible> + Send>>,
+    text: String,
+    ended: bool,
+}
+
+impl Reader {
+    fn of(subscription: Subscription) -> Self {
+        Self::body(subscription.into_http().into_body())
+    }
+
+    fn body(body: impl Body<Data = Bytes, Error = Infallible> + Send + 'static) -> Self {
+        Self {
+            body: Box::pin(body),
+            text: String::new(),
+            ended: false,
+        }
+    }
+
+    /// Reads until the text holds `needle`, the end, or 5 s pass.
+    async fn until(&mut self, needle: &str) -> &str {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.text.contains(needle) && !self.ended {
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    let data = frame.into_data().unwrap_or_default();
+                    self.text.push_str(&String::from_utf8_lossy(&data));
+                }
+                Ok(None) => self.ended = true,
+                Ok(Some(Err(never))) => match never {},
+                Err(_) => break,
+            }
+        }
+        &self.text
+    }
+
+    /// The ids received so far, in order.
+    fn ids(&self) -> Vec<String> {
+        self.text
+            .lines()
+            .filter_map(|line| line.strip_prefix("id: "))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn last(id: &str) -> Option<LastEventId> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("last-event-id", http::HeaderValue::from_str(id).ok()?);
+    LastEventId::from_headers(&headers)
+}
+
+async fn publish(hub: &Hub, topic: &str, data: &str) -> String {
+    match hub.publish(topic, Event::default().data(data)).await {
+        Ok(id) => id,
+        Err(error) => panic!("publish failed: {error}"), // ok: test
+    }
+}
+
+fn seq(id: &str) -> u64 {
+    id.rsplit('-')
+        .next()
+        .and_then(|seq| seq.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_published_event_reaches_every_subscriber_with_the_id_it_was_given() {
+    let hub = Hub::memory();
+    let mut a = Reader::of(hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}"))); // ok: test
+    let mut b = Reader::of(
+        hub.subscribe(["t", "t"], None)
+            .unwrap_or_else(|e| panic!("{e}")),
+    ); // ok: test
+       // A publisher-set id is replaced.
+    let event = Event::default()
+        .data("hello")
+        .id("mine")
+        .unwrap_or_default();
+    let id = hub.publish("t", event).await.map_err(|e| e.to_string());
+    let id = id.unwrap_or_default();
+    assert_eq!(id.len(), 16 + 1 + 1, "{id}");
+    let expected = format!("data: hello\nid: {id}\n\n");
+    for reader in [&mut a, &mut b] {
+        let text = reader.until(&expected).await;
+        assert_eq!(text, format!("retry: 3000\n\n{expected}"));
+    }
+    let next = publish(&hub, "t", "again").await;
+    assert!(seq(&next) > seq(&id));
+    assert!(a.until(&next).await.contains("data: again"));
+}
+
+#[tokio::test]
+async fn a_known_id_resumes_exactly_and_no_id_is_live_only() {
+    let hub = Hub::memory();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(publish(&hub, "t", &n.to_string()).await);
+    }
+    let resumed = hub
+        .subscribe(["t"], last(&ids[4]))
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert_eq!(resumed.resume(), Resume::Resumed { replayed: 5 });
+    let fresh = hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert_eq!(fresh.resume(), Resume::Fresh);
+    let (mut resumed, mut fresh) = (Reader::of(resumed), Reader::of(fresh));
+    let live = publish(&hub, "t", "live").await;
+    resumed.until(&live).await;
+    assert_eq!(
+        resumed.ids(),
+        [&ids[5..], std::slice::from_ref(&live)].concat()
+    );
+    fresh.until(&live).await;
+    assert_eq!(fresh.ids(), [live]);
+}
+
+#[tokio::test]
+async fn ids_it_cannot_resume_get_one_gap_event_then_what_is_retained() {
+    let hub = Hub::builder().history(3, 1 << 20).build();
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(publish(&hub, "t", &n.to_string()).await);
+    }
+    let other_epoch = format!("0000000000000000-{}", seq(&ids[4]));
+    for (id, reason, replayed) in [
+        (ids[0].clone(), GapReason::Trimmed, 3),
+        (other_epoch, GapReason::Unknown, 3),
+        (format!("{}9", ids[5]), GapReason::Unknown, 3),
+        ("garbage".to_owned(), GapReason::Malformed, 3),
+        ("x".repeat(10_000), GapReason::Malformed, 3),
+    ] {
+        let subscription = hub
+            .subscribe(["t"], last(&id))
+            .unwrap_or_else(|e| panic!("{e}")); // ok: test
+        assert_eq!(subscription.resume(), Resume::Gap { reason, replayed });
+        let mut reader = Reader::of(subscription);
+        let text = reader.until(&ids[5]).await.to_owned();
+        let gap = format!(
+            "event: reset\ndata: {{\"reason\":\"{}\"}}\n\n",
+            reason.as_str()
+        );
+        assert!(
+            text.starts_with(&format!("retry: 3000\n\n{gap}data: 3\n")),
+            "{text}"
+        );
+        assert_eq!(reader.ids(), &ids[3..]);
+    }
+    // The id the history still covers is no gap.
+    let covered = hub
+        .subscribe(["t"], last(&ids[2]))
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert_eq!(covered.resume(), Resume::Resumed { replayed: 3 });
+}
+
+#[tokio::test]
+async fn several_topics_merge_in_publish_order_and_resume_with_one_id() {
+    let hub = Hub::memory();
+    let mut all = Vec::new();
+    for n in 0..6 {
+        let topic = ["a", "b", "c"][n % 3];
+        all.push((topic, publish(&hub, topic, &n.to_string()).await));
+    }
+    let of = |topics: &[&str], after: usize| -> Vec<String> {
+        all.iter()
+            .skip(after + 1)
+            .filter(|(topic, _)| topics.contains(topic))
+            .map(|(_, id)| id.clone())
+            .collect()
+    };
+    let subscription = hub
+        .subscribe(["a", "b"], last(&all[1].1))
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let mut reader = Reader::of(subscription);
+    let live_c = publish(&hub, "c", "c").await;
+    let live_a = publish(&hub, "a", "a").await;
+    reader.until(&live_a).await;
+    let mut expected = of(&["a", "b"], 1);
+    expected.push(live_a);
+    assert_eq!(reader.ids(), expected);
+    assert!(!reader.text.contains(&live_c));
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_is_ended_after_whole_events_and_catches_up() {
+    let hub = Hub::builder().queue(3, 1 << 20).build();
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let layer = SseLayer::new().no_retry().on_close({
+        let closes = closes.clone();
+        move |info| {
+            closes
+                .lock()
+                .map(|mut c| c.push(info.reason))
+                .unwrap_or_default()
+        }
+    });
+    let subscription = hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let mut slot = Some(subscription);
+    let inner = service_fn(move |_: Request<()>| {
+        let response = slot.take().map(Subscription::into_http);
+        std::future::ready(response.ok_or_else(|| "called once".to_owned()))
+    });
+    // Publishing never waits on the slow subscriber: ten publishes while it reads nothing.
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(publish(&hub, "t", &n.to_string()).await);
+    }
+    let request = Request::get("/")
+        .header("accept", "text/event-stream")
+        .body(());
+    let response = layer
+        .layer(inner)
+        .oneshot(request.unwrap_or_default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let mut reader = Reader::body(response.into_body());
+    let text = reader.until("\u{0}never").await.to_owned();
+    assert!(reader.ended, "the stream ends: {text}");
+    assert_eq!(reader.ids(), &ids[..3], "whole events, those queued");
+    assert_eq!(
+        closes.lock().map(|c| c.clone()).unwrap_or_default(),
+        [CloseReason::Lagged]
+    );
+    // Reconnecting with the last id it got, it catches up from history.
+    let again = hub
+        .subscribe(["t"], last(&ids[2]))
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let mut reader = Reader::of(again);
+    reader.until(&ids[9]).await;
+    assert_eq!(reader.ids(), &ids[3..]);
+}
+
+#[tokio::test]
+async fn bad_topics_and_counts_are_typed_errors_that_create_nothing() {
+    let hub = Hub::builder().topics_per_subscription(2).build();
+    let long = "x".repeat(257);
+    for topic in ["", long.as_str(), "a\nb", "tab\there", "nul\0"] {
+        let error = hub.subscribe([topic], None).err();
+        assert!(
+            matches!(error, Some(HubError::InvalidTopic(_))),
+            "{topic:?}"
+        );
+        assert_eq!(
+            error.map(|e| e.status()),
+            Some(http::StatusCode::BAD_REQUEST)
+        );
+        let published = hub.publish(topic, Event::default().data("x")).await;
+        assert!(matches!(published, Err(HubError::InvalidTopic(_))));
+    }
+    let none: [&str; 0] = [];
+    assert!(matches!(
+        hub.subscribe(none, None),
+        Err(HubError::TopicCount { given: 0, .. })
+    ));
+    assert!(matches!(
+        hub.subscribe(["a", "b", "c"], None),
+        Err(HubError::TopicCount { limit: 2, .. })
+    ));
+    assert_eq!(hub.engine().topic_count(), 0);
+    assert!(hub.subscribe(["a/b", "ünïcode ✓"], None).is_ok());
+}
+
+#[tokio::test]
+async fn topics_without_subscribers_or_history_are_dropped_and_the_count_is_bounded() {
+    let hub = Hub::builder().max_topics(10).build();
+    for n in 0..100 {
+        drop(hub.subscribe([format!("one-off {n}")], None));
+    }
+    assert_eq!(hub.engine().topic_count(), 0);
+    let mut ids = Vec::new();
+    for n in 0..100 {
+        ids.push(publish(&hub, &format!("kept {n}"), "x").await);
+    }
+    assert_eq!(hub.engine().topic_count(), 10);
+    // An evicted topic's history is gone, and a client resuming on it is told so.
+    let evicted = hub
+        .subscribe(["kept 0"], last(&ids[0]))
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert!(matches!(
+        evicted.resume(),
+        Resume::Gap {
+            reason: GapReason::Trimmed,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_closed_hub_refuses_and_ends_its_streams() {
+    let hub = Hub::memory();
+    let mut reader = Reader::of(hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}"))); // ok: test
+    let id = publish(&hub, "t", "last").await;
+    hub.close();
+    assert!(matches!(
+        hub.publish("t", Event::default()).await,
+        Err(HubError::Closed)
+    ));
+    assert!(matches!(hub.subscribe(["t"], None), Err(HubError::Closed)));
+    reader.until("\u{0}never").await;
+    assert!(reader.ended);
+    assert_eq!(reader.ids(), [id]);
+}
+
+/// A small deterministic generator for the interleavings.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Reads `reader` until the `end` event, or until `leave_after` events (then it "disconnects").
+async fn read_events(reader: &mut Reader, leave_after: Option<usize>) -> bool {
+    loop {
+        if reader.text.contains("data: end\n") {
+            return true;
+        }
+        if leave_after.is_some_and(|n| reader.ids().len() >= n) || reader.ended {
+            return false;
+        }
+        let seen = reader.text.len();
+        reader.until("data: end\n").await;
+        if reader.text.len() == seen && !reader.ended {
+            return false;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_is_exact_while_a_publisher_publishes_at_full_rate() {
+    const EVENTS: u64 = 1_000;
+    const SUBSCRIBERS: u64 = 2_000;
+    let hub = Hub::builder()
+        .history(EVENTS as usize + 1, usize::MAX)
+        .queue(EVENTS as usize + 1, usize::MAX)
+        .build();
+    let published: Arc<Mutex<Vec<String>>> = Arc::default();
+    let publisher = tokio::spawn({
+        let (hub, published) = (hub.clone(), published.clone());
+        async move {
+            for n in 0..EVENTS {
+                let id = publish(&hub, "t", &n.to_string()).await;
+                if let Ok(mut published) = published.lock() {
+                    published.push(id);
+                }
+                if n % 8 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            publish(&hub, "t", "end").await
+        }
+    });
+    let mut subscribers = Vec::new();
+    for k in 0..SUBSCRIBERS {
+        let (hub, published) = (hub.clone(), published.clone());
+        subscribers.push(tokio::spawn(async move {
+            let mut rng = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            // Start fresh, or after an id published so far (the newest, or an older one).
+            let known: Vec<String> = published.lock().map(|p| p.clone()).unwrap_or_default();
+            let start = match (xorshift(&mut rng) % 3, known.len()) {
+                (_, 0) | (0, _) => None,
+                (1, len) => Some(known[len - 1].clone()),
+                (_, len) => Some(known[(xorshift(&mut rng) as usize) % len].clone()),
+            };
+            let mut last_id = start.clone();
+            let mut received: Vec<String> = Vec::new();
+            // Leave and come back (as EventSource does) up to twice, resuming after the last id.
+            for round in 0..3 {
+                let subscription = hub.subscribe(["t"], last_id.as_deref().and_then(last));
+                let subscription = subscription.unwrap_or_else(|e| panic!("{e}")); // ok: test
+                let mut reader = Reader::of(subscription);
+                let leave_after = (round < 2 && xorshift(&mut rng) % 2 == 0)
+                    .then(|| (xorshift(&mut rng) % 50) as usize);
+                let done = read_events(&mut reader, leave_after).await;
+                received.extend(reader.ids());
+                last_id = received.last().cloned().or(last_id);
+                if done {
+                    return (start, received);
+                }
+            }
+            let mut reader = Reader::of(
+                hub.subscribe(["t"], last_id.as_deref().and_then(last))
+                    .unwrap_or_else(|e| panic!("{e}")), // ok: test
+            );
+            read_events(&mut reader, None).await;
+            received.extend(reader.ids());
+            (start, received)
+        }));
+        if k % 4 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let end = publisher.await.unwrap_or_default();
+    let end_seq = seq(&end);
+    let mut resumed = 0;
+    for subscriber in subscribers {
+        let (start, received) = subscriber.await.unwrap_or_else(|e| panic!("{e}")); // ok: test
+        let seqs: Vec<u64> = received.iter().map(|id| seq(id)).collect();
+        assert_eq!(
+            seqs.last(),
+            Some(&end_seq),
+            "every subscriber reaches the end"
+        );
+        // One topic, one publisher: the sequence numbers are consecutive, so any loss or
+        // duplicate shows as a step other than 1.
+        let broken = seqs.windows(2).find(|w| w[1] != w[0] + 1);
+        assert_eq!(broken, None, "after {start:?}, a step that is not 1");
+        if let Some(start) = start {
+            resumed += 1;
+            assert_eq!(
+                seqs.first(),
+                Some(&(seq(&start) + 1)),
+                "resumed right after {start}"
+            );
+        }
+    }
+    assert!(resumed > SUBSCRIBERS / 3, "{resumed} subscribers resumed");
+}
