@@ -432,3 +432,54 @@ async fn resume_is_exact_while_a_publisher_publishes_at_full_rate() {
     }
     assert!(resumed > SUBSCRIBERS / 3, "{resumed} subscribers resumed");
 }
+
+#[tokio::test]
+async fn shutdown_ends_hub_streams_and_a_restarted_process_reports_the_gap() {
+    let hub = Hub::memory();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let bye = Event::default().event("bye").map(|e| e.data("restarting"));
+    let layer = SseLayer::new()
+        .no_retry()
+        .graceful_shutdown(shutdown.clone())
+        .shutdown_event(bye.unwrap_or_default());
+    let mut slot = Some(hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}"))); // ok: test
+    let inner = service_fn(move |_: Request<()>| {
+        let response = slot.take().map(Subscription::into_http);
+        std::future::ready(response.ok_or_else(|| "called once".to_owned()))
+    });
+    let request = Request::get("/")
+        .header("accept", "text/event-stream")
+        .body(());
+    let response = layer
+        .layer(inner)
+        .oneshot(request.unwrap_or_default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let mut reader = Reader::body(response.into_body());
+    let id = publish(&hub, "t", "before").await;
+    reader.until(&id).await;
+    shutdown.cancel();
+    let text = reader.until("\u{0}never").await.to_owned();
+    assert!(reader.ended);
+    assert!(text.ends_with("event: bye\ndata: restarting\n\n"), "{text}");
+    // The process restarts: its memory, and its epoch, are new. The client's id is told to be
+    // unknown, never taken for a position.
+    let restarted = Hub::memory();
+    let _ = publish(&restarted, "t", "after").await;
+    let again = restarted
+        .subscribe(["t"], last(&id))
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert_eq!(
+        again.resume(),
+        Resume::Gap {
+            reason: GapReason::Unknown,
+            replayed: 1
+        }
+    );
+    let mut reader = Reader::of(again);
+    let text = reader.until("data: after").await;
+    assert!(
+        text.contains("event: reset\ndata: {\"reason\":\"unknown\"}\n\ndata: after\n"),
+        "{text}"
+    );
+}
