@@ -73,7 +73,7 @@ async fn events(
     headers: HeaderMap,
     last: Option<Extension<LastEventId>>,
 ) -> Result<Subscription, Response> {
-    authorise(&app, &headers)?;
+    authorise(&app, &headers).map_err(IntoResponse::into_response)?;
     let topics = topics.split(',').filter(|topic| !topic.is_empty());
     let subscription = app
         .hub
@@ -97,7 +97,7 @@ async fn publish(
     headers: HeaderMap,
     body: String,
 ) -> Result<String, Response> {
-    authorise(&app, &headers)?;
+    authorise(&app, &headers).map_err(IntoResponse::into_response)?;
     let mut event = Event::default().data(body);
     if let Some(name) = query.event {
         event = event
@@ -113,7 +113,7 @@ async fn publish(
 }
 
 /// The token as a bearer token, or the `hub_token` cookie; `401` otherwise.
-fn authorise(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+fn authorise(app: &App, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -128,7 +128,7 @@ fn authorise(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     if bearer.or(cookie) == Some(app.token.as_str()) {
         Ok(())
     } else {
-        Err((StatusCode::UNAUTHORIZED, "a token is needed\n").into_response())
+        Err((StatusCode::UNAUTHORIZED, "a token is needed\n"))
     }
 }
 
