@@ -54,11 +54,22 @@ fn cpu_window() -> Duration {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
-const SERVERS: [(&str, &str); 3] = [
+const SERVERS: [(&str, &str); 4] = [
     ("tower-sse", "tower-sse"),
     ("axum", "axum Sse"),
     ("raw", "raw hyper"),
+    ("hub", "tower-sse hub subscriber"),
 ];
+
+/// The servers tower-sse's plain stream is compared with (the hub is compared with it).
+const BASELINES: usize = 3;
+
+/// The hub of the `hub` server: its subscribers share one topic (no event), or each has a
+/// topic of its own with one event published on it after it subscribed (one event).
+fn hub() -> &'static tower_sse::hub::Hub {
+    static HUB: std::sync::OnceLock<tower_sse::hub::Hub> = std::sync::OnceLock::new();
+    HUB.get_or_init(tower_sse::hub::Hub::memory)
+}
 
 /// The layer, built once per server as an application builds it (a layer built per request
 /// would give each stream a configuration of its own to hold).
@@ -98,6 +109,29 @@ async fn respond(
                     Result<Frame<Bytes>, Infallible>,
                 >());
                 std::future::ready(Ok::<_, Infallible>(Response::new(StreamBody::new(never))))
+            });
+            let Ok(response) = layer().clone().layer(inner).oneshot(request).await;
+            response.map(|body| body.map_err(BoxError::from).boxed_unsync())
+        }
+        "hub" => {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let topic = if one_event {
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("connection {n}")
+            } else {
+                "idle".to_owned()
+            };
+            let inner = service_fn(move |_: Request<Incoming>| {
+                let topic = topic.clone();
+                async move {
+                    let subscription = hub().subscribe([topic.as_str()], None);
+                    let subscription = subscription.expect("a valid topic");
+                    if one_event {
+                        let event = tower_sse::Event::default().data(FIRST);
+                        hub().publish(&topic, event).await.expect("published");
+                    }
+                    Ok::<_, Infallible>(subscription.into_http())
+                }
             });
             let Ok(response) = layer().clone().layer(inner).oneshot(request).await;
             response.map(|body| body.map_err(BoxError::from).boxed_unsync())
@@ -306,6 +340,7 @@ fn main() {
         let mut cpu = vec![Samples::default(); SERVERS.len()];
         let mut rss_ratio = vec![Samples::default(); SERVERS.len()];
         let mut cpu_ratio = vec![Samples::default(); SERVERS.len()];
+        let mut hub_rss_ratio = Samples::default();
         for _ in 0..runs {
             let results: Vec<Measured> = SERVERS
                 .iter()
@@ -317,6 +352,10 @@ fn main() {
                 rss_ratio[i].push(results[0].rss_per_connection / result.rss_per_connection);
                 cpu_ratio[i].push(results[0].cpu_percent / result.cpu_percent);
             }
+            // The hub's subscriber against the plain stream: hub / plain.
+            if let Some(hub) = results.get(BASELINES) {
+                hub_rss_ratio.push(hub.rss_per_connection / results[0].rss_per_connection);
+            }
         }
         let shape = if one_event {
             "one event each, then idle"
@@ -324,7 +363,7 @@ fn main() {
             "no event"
         };
         let case = format!("{count} idle streams ({shape}), heartbeat {HEARTBEAT:?}");
-        for (i, (_, name)) in SERVERS.iter().enumerate().skip(1) {
+        for (i, (_, name)) in SERVERS.iter().enumerate().take(BASELINES).skip(1) {
             row(
                 "idle RSS per connection",
                 &case,
@@ -335,7 +374,16 @@ fn main() {
                 &rss_ratio[i],
             );
         }
-        for (i, (_, name)) in SERVERS.iter().enumerate().skip(1) {
+        row(
+            "idle RSS per hub subscriber",
+            &case,
+            Unit::KiB,
+            &rss[BASELINES],
+            "tower-sse plain stream",
+            &rss[0],
+            &hub_rss_ratio,
+        );
+        for (i, (_, name)) in SERVERS.iter().enumerate().take(BASELINES).skip(1) {
             row(
                 "idle heartbeat CPU (% of one core)",
                 &case,

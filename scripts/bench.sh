@@ -17,7 +17,7 @@ export CARGO_TERM_COLOR=never
 benches=(encoder in_process loopback idle)
 args=()
 for bench in "${benches[@]}"; do args+=(--bench "$bench"); done
-cargo bench --no-run "${args[@]}" >/dev/null 2>&1 || cargo bench --no-run "${args[@]}"
+cargo bench --all-features --no-run "${args[@]}" >/dev/null 2>&1 || cargo bench --all-features --no-run "${args[@]}"
 
 echo "# tower-sse benchmarks"
 echo
@@ -29,5 +29,5 @@ echo
 echo "| benchmark | case | tower-sse | baseline | baseline value | tower-sse / baseline: median (min–max) |"
 echo "|---|---|---|---|---|---|"
 for bench in "${benches[@]}"; do
-  cargo bench -q --bench "$bench" | grep '^|' || { echo "bench $bench failed" >&2; exit 1; }
+  cargo bench --all-features -q --bench "$bench" | grep '^|' || { echo "bench $bench failed" >&2; exit 1; }
 done
