@@ -254,9 +254,11 @@ impl State {
         Frame::data(bytes)
     }
 
-    /// Sets the timer to a write deadline after the frame just handed on (or the maximum age,
-    /// if sooner), registered with the watchdog's waker; the next idle poll sets it back to the
-    /// next heartbeat. Extending a registered timer is a compare-and-swap.
+    /// Sets the timer to a write deadline after the frame just handed on, registered with the
+    /// watchdog's waker; the next idle poll sets it back to the next heartbeat (or the maximum
+    /// age). Never earlier than the deadline: a wake-up before it finds no stall, and a
+    /// connection that stopped polling would never set the timer again. Extending a registered
+    /// timer is a compare-and-swap.
     fn arm_watchdog(&self, mut timer: Pin<&mut Option<Sleep>>) {
         let (Some(waker), Some(deadline)) = (self.tracker.watchdog(), self.config.write_deadline)
         else {
@@ -265,7 +267,6 @@ impl State {
         let Some(due) = self.last_write.checked_add(deadline) else {
             return;
         };
-        let due = self.age_limit.map_or(due, |limit| due.min(limit));
         match timer.as_mut().as_pin_mut() {
             Some(sleep) => sleep.reset(due),
             None => timer.set(Some(tokio::time::sleep_until(due))),

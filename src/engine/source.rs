@@ -90,7 +90,7 @@ impl Output<'_> {
     /// lone event on an idle stream gets a buffer of its own size.
     fn reserve(&mut self) {
         if std::mem::replace(self.coalescing, true) && self.buf.capacity() < FLUSH_AT {
-            let room = FRAME_CAPACITY - self.buf.len();
+            let room = FRAME_CAPACITY.saturating_sub(self.buf.len());
             self.buf.write(|buf| buf.reserve(room));
         }
     }

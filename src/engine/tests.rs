@@ -211,3 +211,37 @@ async fn the_framing_is_read_from_the_inner_head_before_it_is_rewritten() {
     };
     assert_eq!(&collected[..], b":\n\ndata: one\n\ndata: two\n\n");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stalls_just_before_the_maximum_age_is_still_found() {
+    // The age limit (8-10 s) comes before the write deadline of the last frame (7 s + 5 s): the
+    // timer must still fire at the deadline, since a stalled connection never polls again.
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let layer = SseLayer::new()
+        .heartbeat(Duration::from_secs(1))
+        .max_age(Duration::from_secs(10))
+        .write_deadline(Duration::from_secs(5))
+        .on_close({
+            let closes = closes.clone();
+            move |info| closes.lock().map(|mut c| c.push(info.reason)).unwrap_or_default()
+        });
+    let inner = service_fn(|_: Request<()>| {
+        let never = futures_util::stream::pending::<Result<http_body::Frame<Bytes>, Infallible>>();
+        std::future::ready(Ok::<_, Infallible>(Response::new(http_body_util::StreamBody::new(never))))
+    });
+    let response = layer
+        .always()
+        .layer(inner)
+        .oneshot(Request::new(()))
+        .await
+        .unwrap_or_else(|never| match never {});
+    let mut body = std::pin::pin!(response.into_body());
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(7_500) {
+        assert!(!next_text(&mut body).await.is_empty(), "heartbeats");
+    }
+    // The client stops reading here.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let closes = closes.lock().map(|c| c.clone()).unwrap_or_default();
+    assert_eq!(closes, [CloseReason::Stalled]);
+}
