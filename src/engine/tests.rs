@@ -223,11 +223,18 @@ async fn a_client_that_stalls_just_before_the_maximum_age_is_still_found() {
         .write_deadline(Duration::from_secs(5))
         .on_close({
             let closes = closes.clone();
-            move |info| closes.lock().map(|mut c| c.push(info.reason)).unwrap_or_default()
+            move |info| {
+                closes
+                    .lock()
+                    .map(|mut c| c.push(info.reason))
+                    .unwrap_or_default()
+            }
         });
     let inner = service_fn(|_: Request<()>| {
         let never = futures_util::stream::pending::<Result<http_body::Frame<Bytes>, Infallible>>();
-        std::future::ready(Ok::<_, Infallible>(Response::new(http_body_util::StreamBody::new(never))))
+        std::future::ready(Ok::<_, Infallible>(Response::new(
+            http_body_util::StreamBody::new(never),
+        )))
     });
     let response = layer
         .always()

@@ -8,6 +8,7 @@
 //! a duplicate, whatever publishers do meanwhile.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -32,6 +33,8 @@ pub(super) struct Memory {
     epoch: u64,
     pub(super) config: HubConfig,
     state: Mutex<State>,
+    /// Numbers the subscribers' queues, so a topic finds one without a scan.
+    next_queue: AtomicU64,
 }
 
 struct State {
@@ -43,6 +46,8 @@ struct State {
     /// counts them as trimmed.
     forgotten: u64,
     topics: HashMap<Arc<str>, Topic>,
+    /// The bytes of every topic's history together.
+    history_bytes: usize,
 }
 
 struct Topic {
@@ -52,7 +57,7 @@ struct Topic {
     trimmed: u64,
     /// The last sequence number published here.
     last: u64,
-    subscribers: Vec<Arc<Queue>>,
+    subscribers: HashMap<u64, Arc<Queue>>,
 }
 
 /// What a subscribe found, under the lock.
@@ -72,8 +77,15 @@ impl Memory {
                 seq: 0,
                 forgotten: 0,
                 topics: HashMap::new(),
+                history_bytes: 0,
             }),
+            next_queue: AtomicU64::new(0),
         }
+    }
+
+    /// A queue for a new subscriber.
+    pub(super) fn queue(&self) -> Arc<Queue> {
+        Arc::new(Queue::new(self.next_queue.fetch_add(1, Ordering::Relaxed)))
     }
 
     /// Where a client's `Last-Event-ID` places it in this hub.
@@ -117,13 +129,14 @@ impl Memory {
                 .or_insert_with(|| Topic::new(forgotten)),
         };
         topic.last = seq;
+        let before = topic.history_bytes;
         topic.keep(entry.clone(), &self.config);
+        let after = topic.history_bytes;
         topic
             .subscribers
-            .retain(|queue| queue.push(&entry, &self.config));
-        if state.topics.len() > self.config.max_topics {
-            state.evict_one();
-        }
+            .retain(|_, queue| queue.push(&entry, &self.config));
+        state.history_bytes = state.history_bytes - before + after;
+        state.evict(&self.config);
         Ok(id)
     }
 
@@ -163,7 +176,7 @@ impl Memory {
             if let Some(after) = after {
                 replay.extend(topic.history.iter().filter(|e| e.seq > after).cloned());
             }
-            topic.subscribers.push(queue.clone());
+            topic.subscribers.insert(queue.id, queue.clone());
         }
         // After a trimmed history, each topic still replays only what follows the client's
         // position: what it kept of the others, the client has.
@@ -182,7 +195,7 @@ impl Memory {
             let Some(topic) = state.topics.get_mut(name) else {
                 continue;
             };
-            topic.subscribers.retain(|other| !Arc::ptr_eq(other, queue));
+            topic.subscribers.remove(&queue.id);
             if topic.subscribers.is_empty() && topic.history.is_empty() {
                 let last = topic.last.max(topic.trimmed);
                 state.topics.remove(name);
@@ -196,7 +209,7 @@ impl Memory {
         let mut state = self.lock();
         state.closed = true;
         for topic in state.topics.values_mut() {
-            for queue in topic.subscribers.drain(..) {
+            for (_, queue) in topic.subscribers.drain() {
                 queue.close();
             }
         }
@@ -210,18 +223,30 @@ impl Memory {
 }
 
 impl State {
-    /// Drops the topic without subscribers published to longest ago, to stay within
-    /// `max_topics`. Its events count as forgotten.
-    fn evict_one(&mut self) {
-        let oldest = self
+    /// Over `max_topics` or `max_history_bytes`, drops the topics without subscribers published
+    /// to longest ago, with their history; their events count as forgotten. One scan frees a
+    /// sixteenth of the bounds, so publishes at the limit do not scan every time.
+    fn evict(&mut self, config: &HubConfig) {
+        if self.topics.len() <= config.max_topics && self.history_bytes <= config.max_history_bytes
+        {
+            return;
+        }
+        let mut idle: Vec<(u64, Arc<str>)> = self
             .topics
             .iter()
             .filter(|(_, topic)| topic.subscribers.is_empty())
-            .min_by_key(|(_, topic)| topic.last)
-            .map(|(name, _)| name.clone());
-        if let Some(name) = oldest {
+            .map(|(name, topic)| (topic.last, name.clone()))
+            .collect();
+        idle.sort_unstable_by_key(|(last, _)| *last);
+        let topics = config.max_topics - config.max_topics / 16;
+        let bytes = config.max_history_bytes - config.max_history_bytes / 16;
+        for (_, name) in idle {
+            if self.topics.len() <= topics && self.history_bytes <= bytes {
+                break;
+            }
             if let Some(topic) = self.topics.remove(&name) {
                 self.forgotten = self.forgotten.max(topic.last);
+                self.history_bytes -= topic.history_bytes;
             }
         }
     }
@@ -234,7 +259,7 @@ impl Topic {
             history_bytes: 0,
             trimmed: forgotten,
             last: forgotten,
-            subscribers: Vec::new(),
+            subscribers: HashMap::new(),
         }
     }
 
@@ -257,6 +282,7 @@ impl Topic {
 /// One subscriber's queue of live events, bounded by events and bytes. A subscriber that falls
 /// behind it is marked lagged and taken off its topics: its stream ends after what is queued.
 pub(super) struct Queue {
+    id: u64,
     state: Mutex<QueueState>,
 }
 
@@ -282,8 +308,9 @@ pub(super) enum Drained {
 }
 
 impl Queue {
-    pub(super) fn new() -> Self {
+    fn new(id: u64) -> Self {
         Self {
+            id,
             state: Mutex::new(QueueState::default()),
         }
     }

@@ -33,9 +33,10 @@
 //! | Ids | every event gets `{epoch}-{seq}`: a random 16-hex-digit epoch per hub, and a sequence over all its topics, so ids grow strictly per topic and one id places a client in every topic of a subscription; an id the event had is replaced |
 //! | Resume | after a known id, every retained event after it, then live ones: no gap and no duplicate between the two, whatever publishers do meanwhile |
 //! | Gap | an id older than the history, of another epoch (an earlier process, another hub) or malformed: one gap event first (`event: reset`, `data: {"reason":"trimmed"}`, `"unknown"` or `"malformed"`; see [`HubBuilder::gap_event`]), then what is retained after it, then live |
-//! | History | per topic, the last 1 000 events and 1 MiB (configurable); a topic with neither subscribers nor history is dropped, and past 100 000 topics the one without subscribers published to longest ago is evicted |
+//! | History | per topic, the last 1 000 events and 1 MiB (configurable); a topic with neither subscribers nor history is dropped, and past 100 000 topics or 256 MiB of history in all, the topics without subscribers published to longest ago are evicted |
 //! | Slow subscribers | each has a queue of 1 024 events and 1 MiB; one that falls behind is ended after whole events ([`CloseReason::Lagged`](crate::CloseReason::Lagged)) and catches up from history when it reconnects; `publish` never waits on a subscriber |
 //! | Several topics | up to 16 per subscription, merged in publish order, resumed with one id |
+//! | Shutdown | the layer's shutdown event ends hub streams; give it no `id`, or the client's hub id is replaced and its next subscribe starts with a gap |
 //! | Encode once | an event is encoded once into shared bytes; each subscriber's stream hands them on (copied only when coalesced with others) |
 //! | Bad input | a topic name is 1 to 256 bytes without control characters, else [`HubError::InvalidTopic`] (a `400`); a `Last-Event-ID` of any content or length is read without a panic |
 
@@ -49,7 +50,7 @@ use crate::{Event, EventError, LastEventId};
 
 pub use subscription::{Resume, Subscription};
 
-use memory::{Memory, Queue};
+use memory::Memory;
 
 /// Why a subscription could not resume exactly where its client was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -153,6 +154,7 @@ pub(crate) struct HubConfig {
     history_events: usize,
     history_bytes: usize,
     max_topics: usize,
+    max_history_bytes: usize,
     queue_events: usize,
     queue_bytes: usize,
     topics_per_subscription: usize,
@@ -166,6 +168,7 @@ impl Default for HubConfig {
             history_events: 1000,
             history_bytes: 1024 * 1024,
             max_topics: 100_000,
+            max_history_bytes: 256 * 1024 * 1024,
             queue_events: 1024,
             queue_bytes: 1024 * 1024,
             topics_per_subscription: 16,
@@ -195,11 +198,13 @@ impl HubBuilder {
         self
     }
 
-    /// How many topics the hub keeps (default 100 000): past it, the topic without
-    /// subscribers published to longest ago is dropped with its history (a client resuming on
-    /// it is told of a gap).
-    pub fn max_topics(mut self, topics: usize) -> Self {
+    /// How many topics the hub keeps, and how many bytes of history all of them together
+    /// (default 100 000 and 256 MiB): past either, the topics without subscribers published to
+    /// longest ago are dropped with their history (a client resuming on one is told of a gap).
+    /// Topics with subscribers are kept, each within its own [`history`](Self::history).
+    pub fn max_topics(mut self, topics: usize, history_bytes: usize) -> Self {
         self.config.max_topics = topics.max(1);
+        self.config.max_history_bytes = history_bytes;
         self
     }
 
@@ -292,13 +297,10 @@ impl Hub {
         for topic in topics {
             let topic = topic.as_ref();
             self.validate(topic)?;
-            if names.len() > config.topics_per_subscription {
-                break;
-            }
-            if !names.iter().any(|name| &**name == topic) {
-                names.push(Arc::from(topic));
-            }
+            names.push(Arc::from(topic));
         }
+        names.sort_unstable();
+        names.dedup();
         if names.is_empty() || names.len() > config.topics_per_subscription {
             return Err(HubError::TopicCount {
                 given: names.len(),
@@ -306,7 +308,7 @@ impl Hub {
             });
         }
         let position = last_event_id.map(|id| self.memory.position(id.as_str()));
-        let queue = Arc::new(Queue::new());
+        let queue = self.memory.queue();
         let joined = self.memory.join(&names, position, &queue)?;
         let replayed = joined.replay.len();
         let (resume, gap) = match joined.gap {
@@ -326,7 +328,10 @@ impl Hub {
     }
 
     /// Closes the hub: publishes and subscribes fail with [`HubError::Closed`], and open
-    /// subscriptions end after what is queued for them.
+    /// subscriptions end after what is queued for them. This is for the end of the process:
+    /// a client that reconnects then gets a `503` and gives up. For a restart, let the layer's
+    /// [shutdown](crate::SseLayer::graceful_shutdown) end the streams instead (clients come back
+    /// to the new process, and are told of the gap).
     pub fn close(&self) {
         self.memory.close();
     }

@@ -278,7 +278,7 @@ async fn bad_topics_and_counts_are_typed_errors_that_create_nothing() {
 
 #[tokio::test]
 async fn topics_without_subscribers_or_history_are_dropped_and_the_count_is_bounded() {
-    let hub = Hub::builder().max_topics(10).build();
+    let hub = Hub::builder().max_topics(10, usize::MAX).build();
     for n in 0..100 {
         drop(hub.subscribe([format!("one-off {n}")], None));
     }
@@ -288,6 +288,16 @@ async fn topics_without_subscribers_or_history_are_dropped_and_the_count_is_boun
         ids.push(publish(&hub, &format!("kept {n}"), "x").await);
     }
     assert_eq!(hub.engine().topic_count(), 10);
+    // The bytes of all histories together are bounded too.
+    let small = Hub::builder().max_topics(1_000, 2_000).build();
+    for n in 0..100 {
+        publish(&small, &format!("t{n}"), &"x".repeat(100)).await;
+    }
+    let kept = small.engine().topic_count();
+    assert!(
+        kept > 5 && kept <= 2_000 / 100,
+        "{kept} topics of ~130 B kept in 2 000 B"
+    );
     // An evicted topic's history is gone, and a client resuming on it is told so.
     let evicted = hub
         .subscribe(["kept 0"], last(&ids[0]))
