@@ -205,17 +205,6 @@ fn status_kib(pid: u32, field: &str) -> f64 {
         .expect("field")
 }
 
-/// User plus system CPU time of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the command name (which may hold spaces) start at the state, field 3.
-    let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let utime: f64 = fields[11].parse().expect("utime");
-    let stime: f64 = fields[12].parse().expect("stime");
-    utime + stime
-}
-
 /// The soft limit on open files of this process.
 fn open_files_limit() -> usize {
     std::fs::read_to_string("/proc/self/limits")
@@ -264,10 +253,10 @@ async fn measure(server: &str, one_event: bool, count: usize) -> Measured {
     tokio::time::sleep(3 * HEARTBEAT).await;
     let after = status_kib(pid, "VmRSS:");
 
-    let start_ticks = cpu_ticks(pid);
+    let start_ticks = common::cpu_ticks(pid);
     let start = Instant::now();
     tokio::time::sleep(cpu_window()).await;
-    let ticks = cpu_ticks(pid) - start_ticks;
+    let ticks = common::cpu_ticks(pid) - start_ticks;
     let ticks_per_sec = 100.0; // USER_HZ on Linux.
     let cpu_percent = ticks / ticks_per_sec / start.elapsed().as_secs_f64().max(1e-3) * 100.0;
 

@@ -138,3 +138,14 @@ pub fn size_name(size: usize) -> String {
         format!("{size} B")
     }
 }
+
+/// User plus system CPU time of a process, in clock ticks (`USER_HZ`, 100 on Linux).
+pub fn cpu_ticks(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields[11].parse().expect("utime");
+    let stime: f64 = fields[12].parse().expect("stime");
+    utime + stime
+}

@@ -61,6 +61,24 @@ impl Reader {
     }
 }
 
+/// `subscription` served through `layer`, as a handler behind it returns it.
+async fn through(layer: SseLayer, subscription: Subscription) -> Reader {
+    let mut slot = Some(subscription);
+    let inner = service_fn(move |_: Request<()>| {
+        let response = slot.take().map(Subscription::into_http);
+        std::future::ready(response.ok_or_else(|| "called once".to_owned()))
+    });
+    let request = Request::get("/")
+        .header("accept", "text/event-stream")
+        .body(());
+    let response = layer
+        .layer(inner)
+        .oneshot(request.unwrap_or_default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    Reader::body(response.into_body())
+}
+
 fn last(id: &str) -> Option<LastEventId> {
     let mut headers = http::HeaderMap::new();
     headers.insert("last-event-id", http::HeaderValue::from_str(id).ok()?);
@@ -211,25 +229,12 @@ async fn a_subscriber_that_falls_behind_is_ended_after_whole_events_and_catches_
         }
     });
     let subscription = hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}")); // ok: test
-    let mut slot = Some(subscription);
-    let inner = service_fn(move |_: Request<()>| {
-        let response = slot.take().map(Subscription::into_http);
-        std::future::ready(response.ok_or_else(|| "called once".to_owned()))
-    });
-    // Publishing never waits on the slow subscriber: ten publishes while it reads nothing.
+                                                                                     // Publishing never waits on the slow subscriber: ten publishes while it reads nothing.
     let mut ids = Vec::new();
     for n in 0..10 {
         ids.push(publish(&hub, "t", &n.to_string()).await);
     }
-    let request = Request::get("/")
-        .header("accept", "text/event-stream")
-        .body(());
-    let response = layer
-        .layer(inner)
-        .oneshot(request.unwrap_or_default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}")); // ok: test
-    let mut reader = Reader::body(response.into_body());
+    let mut reader = through(layer, subscription).await;
     let text = reader.until("\u{0}never").await.to_owned();
     assert!(reader.ended, "the stream ends: {text}");
     assert_eq!(reader.ids(), &ids[..3], "whole events, those queued");
@@ -452,20 +457,8 @@ async fn shutdown_ends_hub_streams_and_a_restarted_process_reports_the_gap() {
         .no_retry()
         .graceful_shutdown(shutdown.clone())
         .shutdown_event(bye.unwrap_or_default());
-    let mut slot = Some(hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}"))); // ok: test
-    let inner = service_fn(move |_: Request<()>| {
-        let response = slot.take().map(Subscription::into_http);
-        std::future::ready(response.ok_or_else(|| "called once".to_owned()))
-    });
-    let request = Request::get("/")
-        .header("accept", "text/event-stream")
-        .body(());
-    let response = layer
-        .layer(inner)
-        .oneshot(request.unwrap_or_default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}")); // ok: test
-    let mut reader = Reader::body(response.into_body());
+    let subscription = hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let mut reader = through(layer, subscription).await;
     let id = publish(&hub, "t", "before").await;
     reader.until(&id).await;
     shutdown.cancel();
