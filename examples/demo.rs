@@ -6,7 +6,7 @@
 //! has the serving loop (hyper-util, with a head timeout and a bounded drain).
 //!
 //! ```text
-//! cargo run --example demo
+//! cargo run --example demo --features axum
 //! open http://127.0.0.1:3000                       # a page using EventSource
 //! curl -N -H 'Accept: text/event-stream' http://127.0.0.1:3000/ticks
 //! ```
@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Router;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tower_sse::{Disconnect, Event, LastEventId, SseLayer};
@@ -83,12 +83,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// `Accept: text/event-stream` gets these lines untouched, and must not hold the shutdown up).
 async fn ticks(
     State(shutdown): State<CancellationToken>,
-    Extension(disconnect): Extension<Disconnect>,
-    last: Option<Extension<LastEventId>>,
+    disconnect: Disconnect,
+    last: Option<LastEventId>,
 ) -> impl IntoResponse {
     // The id is the client's: a number past the last tick, or not a number, starts afresh.
     let first = last
-        .and_then(|Extension(id)| id.as_str().parse::<u64>().ok())
+        .and_then(|id| id.as_str().parse::<u64>().ok())
         .and_then(|n| n.checked_add(1))
         .unwrap_or(1);
     let over = async move {

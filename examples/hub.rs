@@ -25,7 +25,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tower_sse::hub::{Hub, Subscription};
 use tower_sse::{Event, LastEventId, SseLayer};
@@ -71,13 +71,13 @@ async fn events(
     State(app): State<App>,
     Path(topics): Path<String>,
     headers: HeaderMap,
-    last: Option<Extension<LastEventId>>,
+    last: Option<LastEventId>,
 ) -> Result<Subscription, Response> {
     authorise(&app, &headers).map_err(IntoResponse::into_response)?;
     let topics = topics.split(',').filter(|topic| !topic.is_empty());
     let subscription = app
         .hub
-        .subscribe(topics, last.map(|Extension(id)| id))
+        .subscribe(topics, last)
         .map_err(IntoResponse::into_response)?;
     println!("subscribed: {:?}", subscription.resume());
     Ok(subscription)

@@ -68,7 +68,7 @@
 //! | `grpc` | `grpc::GrpcLayer`: browsers subscribe to tonic server-streaming RPCs (implies `json`) |
 //! | `gateway` | `gateway::Upstream`: a reverse proxy service to put the layer around |
 //! | `hub` | `hub::Hub`: topics, publish once to every subscriber, exact resume after `Last-Event-ID` |
-//! | `axum` | axum's `IntoResponse` for the hub's `Subscription` and `HubError` |
+//! | `axum` | `Disconnect` and `LastEventId` as axum extractors (`Option<LastEventId>` too), and `IntoResponse` for the hub's `Subscription` and `HubError` |
 //! | `full` | all of the above |
 //!
 //! A tokio runtime with the time driver must drive the response bodies (heartbeats use
@@ -90,6 +90,8 @@ mod disconnect;
 mod engine;
 mod error;
 mod event;
+#[cfg(feature = "axum")]
+mod extract;
 mod future;
 mod headers;
 mod last_event_id;
@@ -113,6 +115,8 @@ pub use decode::Framing;
 pub use disconnect::Disconnect;
 pub use error::{BoxError, StreamError};
 pub use event::{Event, EventError};
+#[cfg(feature = "axum")]
+pub use extract::SseRejection;
 pub use future::ResponseFuture;
 pub use headers::remove_hop_by_hop_headers;
 pub use last_event_id::LastEventId;

@@ -6,7 +6,10 @@
 mod axum;
 mod disconnect;
 mod encoder;
+// The examples' probes need the demo, which needs the `axum` feature.
+#[cfg(feature = "axum")]
 mod examples;
+mod extract;
 mod framing;
 mod grpc;
 mod half_open;
