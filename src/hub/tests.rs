@@ -105,6 +105,7 @@ async fn a_published_event_reaches_every_subscriber_with_the_id_it_was_given() {
     let mut a = Reader::of(hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}"))); // ok: test
     let b = hub.subscribe(["t", "t"], None);
     let mut b = Reader::of(b.unwrap_or_else(|e| panic!("{e}"))); // ok: test
+
     // A publisher-set id is replaced.
     let event = Event::default()
         .data("hello")
