@@ -19,9 +19,7 @@
 mod common;
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -286,17 +284,8 @@ struct Run {
 
 /// One run: a fresh server, `subscribers` clients, `count` events (paced by `interval`).
 async fn run(server: &str, subscribers: usize, count: u64, interval: Duration) -> Run {
-    let mut child: Child = Command::new(std::env::current_exe().expect("exe"))
-        .args(["--hub-server", server])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
+    let (mut child, addr) = common::spawn_server(&["--hub-server", server]);
     let pid = child.id();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let addr: SocketAddr = line.trim().parse().expect("address");
     let ready = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..subscribers)
         .map(|_| tokio::spawn(subscriber(addr, ready.clone())))

@@ -20,9 +20,7 @@
 mod common;
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::response::sse::{Event as AxumEvent, KeepAlive, Sse};
@@ -227,17 +225,8 @@ struct Measured {
 /// Opens `count` idle streams to a freshly started `server` and measures it.
 async fn measure(server: &str, one_event: bool, count: usize) -> Measured {
     let shape = if one_event { "one-event" } else { "none" };
-    let mut child: Child = Command::new(std::env::current_exe().expect("exe"))
-        .args(["--idle-server", server, shape])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
+    let (mut child, addr) = common::spawn_server(&["--idle-server", server, shape]);
     let pid = child.id();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let addr: SocketAddr = line.trim().parse().expect("address");
 
     // Warm up: one stream, so the runtime and allocator have their steady-state footprint.
     let warm = open(addr, one_event).await;

@@ -149,3 +149,19 @@ pub fn cpu_ticks(pid: u32) -> f64 {
     let stime: f64 = fields[12].parse().expect("stime");
     utime + stime
 }
+
+/// Starts this bench's binary again as a server child process (with `args`), and reads the
+/// address it prints first.
+pub fn spawn_server(args: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    (child, line.trim().parse().expect("address"))
+}
