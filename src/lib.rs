@@ -105,6 +105,7 @@ pub mod gateway;
 pub mod grpc;
 #[cfg(feature = "hub")]
 pub mod hub;
+pub mod read;
 
 pub use body::SseBody;
 pub use close::{CloseInfo, CloseReason};

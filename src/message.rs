@@ -79,6 +79,19 @@ impl Message {
         self.event.as_deref().map(as_str)
     }
 
+    /// The event's type as `EventSource` dispatches it: the `event` name, or `message` when the
+    /// name is absent or empty.
+    ///
+    /// ```
+    /// assert_eq!(tower_sse::Message::new("x").event_type(), "message");
+    /// ```
+    pub fn event_type(&self) -> &str {
+        match self.event() {
+            None | Some("") => "message",
+            Some(name) => name,
+        }
+    }
+
     /// The `id` set in this event's block of an inner event stream (none for other framings, and
     /// none when the block set no id: clients keep the last id they saw, so nothing is lost).
     pub fn id(&self) -> Option<&str> {

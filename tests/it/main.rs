@@ -16,5 +16,6 @@ mod half_open;
 mod heartbeat;
 mod lifecycle;
 mod negotiation;
+mod read;
 mod shutdown;
 mod tower_http;
