@@ -3,7 +3,7 @@
 #
 # Installs what it needs (Debian's chromium, the npm packages pinned by
 # tests/conformance/package-lock.json), builds and starts the fixture server
-# (tests/conformance/server.rs) on 127.0.0.1, runs the three drivers (headless Chromium's
+# (tests/conformance/server.rs) on 127.0.0.1, runs the four drivers (headless Chromium's
 # EventSource, the npm `eventsource` client, the npm `eventsource-parser` over every byte split),
 # prints the table case × client and ends with "N passed, N failed" (exit 1 on any failure).
 #
@@ -60,9 +60,10 @@ if ! (cd "$CONF" && npm ci --no-audit --no-fund --loglevel=error) >"$WORK/npm-ci
 fi
 
 log "building the fixture server"
-cargo build --quiet --example conformance --all-features -j "${CONFORMANCE_BUILD_JOBS:-1}"
+cargo build --quiet --example conformance --example conformance-reader --all-features -j "${CONFORMANCE_BUILD_JOBS:-1}"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 SERVER="$TARGET_DIR/debug/examples/conformance"
+READER="$TARGET_DIR/debug/examples/conformance-reader"
 
 # --- the fixture server ------------------------------------------------------------------------
 "$SERVER" --listen 127.0.0.1:0 --dir "$CONF" --exit-after 900 >"$WORK/server.out" 2>"$WORK/server.err" &
@@ -90,7 +91,10 @@ for name in parser node chromium; do
     >"$WORK/$name.out" 2>&1 &
   DRIVER_PID[$name]=$!
 done
-for name in parser node chromium; do
+# The crate's own reader, a Rust binary.
+timeout 300 "$READER" --base "$BASE" --out "$WORK" >"$WORK/reader.out" 2>&1 &
+DRIVER_PID[reader]=$!
+for name in parser node chromium reader; do
   if wait "${DRIVER_PID[$name]}"; then
     log "driver $name done after $(( $(date +%s) - DRIVERS_START )) s"
   else
@@ -103,7 +107,7 @@ done
 # --- the table ----------------------------------------------------------------------------------
 STATUS=0
 if [ -n "${CONFORMANCE_KEEP:-}" ]; then
-  for client in chromium node parser; do
+  for client in chromium node parser reader; do
     id=$(node -e 'try { console.log(require(process.argv[1]).client ?? "") } catch { }' "$WORK/$client.json")
     [ -n "$id" ] && curl -fsS --max-time 10 "$BASE/requests?client=$id" >"$WORK/requests-$client.json" || true
   done
