@@ -13,6 +13,7 @@ use crate::decode::Decoder;
 use crate::disconnect::{Disconnect, DisconnectGuard};
 use crate::engine::{copy_out, Decoded, Engine, Handoff};
 use crate::error::BoxError;
+use crate::engine::Admission;
 
 pin_project! {
     /// The response body of [`SseService`](crate::SseService): the inner body untouched, or an
@@ -68,15 +69,18 @@ impl<B> SseBody<B> {
         }
     }
 
-    /// `body` cut by `decoder`, written as an event stream with `config`.
+    /// `body` cut by `decoder`, written as an event stream with `config`, holding what it was
+    /// `admission` with (its place under the stream limits, its metrics label) until it closes.
     pub(crate) fn events(
         body: B,
         decoder: Decoder,
         config: Arc<Config>,
         done: Option<DisconnectGuard>,
+        admission: Admission,
     ) -> Self {
         let disconnect = done.map_or_else(Disconnect::new, DisconnectGuard::disarm);
-        let engine = Engine::new(Decoded::new(body, decoder), config, disconnect.clone());
+        let source = Decoded::new(body, decoder);
+        let engine = Engine::new(source, config, disconnect.clone(), admission);
         Self {
             kind: Kind::Events { engine },
             done: Some(disconnect.guard()),
@@ -88,9 +92,10 @@ impl<B> SseBody<B> {
         source: Handoff,
         config: Arc<Config>,
         done: Option<DisconnectGuard>,
+        admission: Admission,
     ) -> Self {
         let disconnect = done.map_or_else(Disconnect::new, DisconnectGuard::disarm);
-        let engine = Engine::new(source, config, disconnect.clone());
+        let engine = Engine::new(source, config, disconnect.clone(), admission);
         Self {
             kind: Kind::Handoff { engine },
             done: Some(disconnect.guard()),

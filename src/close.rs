@@ -35,6 +35,23 @@ impl CloseReason {
     pub fn is_disconnect(self) -> bool {
         matches!(self, Self::ClientGone | Self::Stalled)
     }
+
+    /// The reason in `snake_case` (`client_gone`), as the `reason` label of the metrics.
+    ///
+    /// ```
+    /// assert_eq!(tower_sse::CloseReason::MaxAge.as_str(), "max_age");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::ClientGone => "client_gone",
+            Self::Stalled => "stalled",
+            Self::InnerError => "inner_error",
+            Self::Shutdown => "shutdown",
+            Self::MaxAge => "max_age",
+            Self::Lagged => "lagged",
+        }
+    }
 }
 
 /// What [`SseLayer::on_close`](crate::SseLayer::on_close) and

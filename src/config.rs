@@ -8,6 +8,8 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 
 use crate::close::OnClose;
+use crate::engine::spread;
+use crate::limit::Limits;
 use crate::{Event, EventError, Framing, Message, StreamError};
 
 /// The default interval between heartbeat comments on an idle stream.
@@ -41,6 +43,15 @@ pub(crate) struct Config {
     pub(crate) shutdown_event: Bytes,
     /// Its id, if it has one.
     pub(crate) shutdown_event_id: Option<Bytes>,
+    /// The shutdown event when it carries a `retry` (with its id), re-encoded per stream with
+    /// the retry jitter.
+    pub(crate) shutdown_template: Option<Event>,
+    /// The most a stream's retry hints add to the configured delay, drawn per stream.
+    pub(crate) retry_jitter: Option<Duration>,
+    pub(crate) limits: Limits,
+    /// The label key of the streams' metrics, and how to take its value from a request.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_label: Option<(&'static str, crate::metrics::LabelFn)>,
     pub(crate) max_age: Option<Duration>,
     pub(crate) write_deadline: Option<Duration>,
     /// The heartbeat comment, encoded once.
@@ -65,6 +76,11 @@ impl Default for Config {
             shutdown: None,
             shutdown_event: Bytes::new(),
             shutdown_event_id: None,
+            shutdown_template: None,
+            retry_jitter: None,
+            limits: Limits::default(),
+            #[cfg(feature = "metrics")]
+            metrics_label: None,
             max_age: None,
             write_deadline: Some(DEFAULT_WRITE_DEADLINE),
             heartbeat_bytes: Bytes::new(),
@@ -85,16 +101,30 @@ impl Config {
 
     /// Encodes the events every stream sends the same, through the one encoder.
     pub(crate) fn encode_fixed_events(&mut self) {
-        let encode = |event: Event| {
-            let mut buf = BytesMut::new();
-            event.encode_into(&mut buf);
-            buf.freeze()
-        };
-        self.heartbeat_bytes = encode(Event::default().comment(self.heartbeat_comment.clone()));
+        self.heartbeat_bytes = encode(&Event::default().comment(self.heartbeat_comment.clone()));
         self.preamble = match self.retry {
-            Some(retry) => encode(Event::default().retry(retry)),
+            Some(retry) => encode(&Event::default().retry(retry)),
             None => self.heartbeat_bytes.clone(),
         };
+    }
+
+    /// The first bytes of one stream: the shared preamble, or with retry jitter a retry hint of
+    /// its own.
+    pub(crate) fn stream_preamble(&self) -> Bytes {
+        match (self.retry, self.retry_jitter) {
+            (Some(retry), Some(extra)) => encode(&Event::default().retry(spread(retry, extra))),
+            _ => self.preamble.clone(),
+        }
+    }
+
+    /// The shutdown event of one stream: the shared one, or with retry jitter one whose `retry`
+    /// is spread per stream.
+    pub(crate) fn stream_shutdown_event(&self) -> Bytes {
+        let template = self.shutdown_template.as_ref().zip(self.retry_jitter);
+        match template.and_then(|(event, extra)| Some((event, event.get_retry()?, extra))) {
+            Some((event, retry, extra)) => encode(&event.clone().retry(spread(retry, extra))),
+            None => self.shutdown_event.clone(),
+        }
     }
 
     pub(crate) fn map(&self, message: Message) -> Result<Event, EventError> {
@@ -112,6 +142,12 @@ impl Config {
     }
 }
 
+fn encode(event: &Event) -> Bytes {
+    let mut buf = BytesMut::new();
+    event.encode_into(&mut buf);
+    buf.freeze()
+}
+
 /// The builder methods, the same on [`SseLayer`] and [`SseService`].
 macro_rules! builder_methods {
     () => {
@@ -122,6 +158,14 @@ macro_rules! builder_methods {
         pub fn heartbeat(mut self, interval: ::std::time::Duration) -> Self {
             self.config_mut().heartbeat = (!interval.is_zero()).then_some(interval);
             self
+        }
+
+        /// The event streams open now under this layer's stream limits (every service made from
+        /// it counts; `0` when neither [`max_streams`](Self::max_streams) nor
+        /// [`max_streams_per_key`](Self::max_streams_per_key) is set: streams are only counted
+        /// for a limit). For a readiness check, or to shed load before the limit.
+        pub fn open_streams(&self) -> usize {
+            self.config.limits.open()
         }
 
         /// Sends no heartbeats.
@@ -278,7 +322,106 @@ macro_rules! builder_methods {
             event.encode_into(&mut buf);
             let config = self.config_mut();
             config.shutdown_event = buf.freeze();
+            config.shutdown_template = event.get_retry().is_some().then(|| event.clone());
             config.shutdown_event_id = event.take_id();
+            self
+        }
+
+        /// Spreads reconnections out: each stream's retry hint (and the `retry` of the
+        /// [`shutdown_event`](Self::shutdown_event), if it has one) adds its own delay drawn
+        /// uniformly from zero to `extra` to the configured one (default: none). With
+        /// `.retry(Duration::from_secs(1)).retry_jitter(Duration::from_secs(4))`, the clients
+        /// of a node that shuts down come back over 1–5 s instead of all after 1 s.
+        /// `Duration::ZERO` turns it off.
+        #[must_use = "a builder method returns the configured value"]
+        pub fn retry_jitter(mut self, extra: ::std::time::Duration) -> Self {
+            self.config_mut().retry_jitter = (!extra.is_zero()).then_some(extra);
+            self
+        }
+
+        /// Allows at most `max` event streams open at once through this layer (every service
+        /// it makes, and their clones, share the count). A request over it never reaches the
+        /// inner service: it gets the [`over_limit`](Self::over_limit) answer. A stream's place
+        /// is given back when it closes, whatever the reason (its client left or stalled, the
+        /// shutdown signal, a panic in the inner service).
+        ///
+        /// ```
+        /// use tower_sse::SseLayer;
+        ///
+        /// let layer = SseLayer::new()
+        ///     .max_streams(10_000)
+        ///     // Per client address, with axum's `ConnectInfo`:
+        ///     .max_streams_per_key(8, |request| {
+        ///         let info = request.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
+        ///         Some(info.0.ip().to_string())
+        ///     });
+        /// # let _ = layer;
+        /// ```
+        #[must_use = "a builder method returns the configured value"]
+        pub fn max_streams(mut self, max: usize) -> Self {
+            let limits = &mut self.config_mut().limits;
+            limits.max_streams = Some(max);
+            limits.reset_counts();
+            self
+        }
+
+        /// Allows at most `max` event streams open at once per key, the key taken from each
+        /// request by `key` (a user id, a client address; `None`: the request has no per-key
+        /// limit). Keys are held only while they have open streams.
+        #[must_use = "a builder method returns the configured value"]
+        pub fn max_streams_per_key<F>(mut self, max: usize, key: F) -> Self
+        where
+            F: Fn(&::http::request::Parts) -> Option<String> + Send + Sync + 'static,
+        {
+            let limits = &mut self.config_mut().limits;
+            limits.per_key = Some((max, ::std::sync::Arc::new(key)));
+            limits.reset_counts();
+            self
+        }
+
+        /// What a request over a stream limit gets (default
+        /// [`Refusal::RetryLater`](crate::Refusal::RetryLater) with
+        /// [`DEFAULT_REFUSAL_RETRY`](crate::DEFAULT_REFUSAL_RETRY)).
+        #[must_use = "a builder method returns the configured value"]
+        pub fn over_limit(mut self, refusal: $crate::Refusal) -> Self {
+            self.config_mut().limits.refusal = refusal;
+            self
+        }
+
+        /// Labels every stream's metrics (feature `metrics`) with `key` and the value `value`
+        /// takes from its request (`None`: the stream has no such label), so an operator can
+        /// tell streams apart. The number of distinct values is the number of time series:
+        /// take a route, never a user id. With axum, the matched route:
+        ///
+        /// ```
+        /// use axum::extract::MatchedPath;
+        /// use tower_sse::SseLayer;
+        ///
+        /// let layer = SseLayer::new().metrics_label("route", |request| {
+        ///     Some(request.extensions.get::<MatchedPath>()?.as_str().to_owned())
+        /// });
+        /// # let _ = layer;
+        /// ```
+        ///
+        /// (`MatchedPath` is set when the layer is added with `Router::layer`, inside the
+        /// routing.)
+        #[cfg(feature = "metrics")]
+        #[must_use = "a builder method returns the configured value"]
+        pub fn metrics_label<F>(mut self, key: &'static str, value: F) -> Self
+        where
+            F: Fn(&::http::request::Parts) -> Option<String> + Send + Sync + 'static,
+        {
+            self.config_mut().metrics_label = Some((key, ::std::sync::Arc::new(value)));
+            self
+        }
+
+        /// Called for every request refused for a stream limit, before its answer is sent.
+        #[must_use = "a builder method returns the configured value"]
+        pub fn on_limit_exceeded<F>(mut self, callback: F) -> Self
+        where
+            F: Fn(&$crate::LimitExceeded) + Send + Sync + 'static,
+        {
+            self.config_mut().limits.on_exceeded = Some(::std::sync::Arc::new(callback));
             self
         }
 
@@ -328,6 +471,8 @@ impl std::fmt::Debug for Config {
             .field("on_close", &self.on_close.is_some())
             .field("graceful_shutdown", &self.shutdown.is_some())
             .field("shutdown_event", &!self.shutdown_event.is_empty())
+            .field("retry_jitter", &self.retry_jitter)
+            .field("limits", &self.limits)
             .field("max_age", &self.max_age)
             .field("write_deadline", &self.write_deadline)
             .finish_non_exhaustive()

@@ -6,14 +6,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use http::{header, HeaderMap, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use crate::config::Config;
 use crate::decode::Decoder;
 use crate::disconnect::DisconnectGuard;
-use crate::engine::{Handoff, HandoffSlot};
+use crate::engine::{Admission, Handoff, HandoffSlot};
 use crate::headers::{add_vary_accept, is_grpc, is_identity_encoded, set_event_stream_headers};
 use crate::{Framing, SseBody};
 
@@ -22,6 +22,8 @@ pub(crate) struct StreamRequest {
     pub(crate) config: Arc<Config>,
     /// Whether the choice depended on `Accept` (so caches must vary on it).
     pub(crate) vary_accept: bool,
+    /// What the stream was admitted with (its place under the limits, its metrics label).
+    pub(crate) admission: Admission,
 }
 
 pin_project! {
@@ -45,9 +47,9 @@ pin_project! {
             // Set when the request asked for an event stream.
             stream: Option<StreamRequest>,
         },
-        // An event stream request after the shutdown signal: answered without a call.
-        ShuttingDown {
-            stream: Option<StreamRequest>,
+        // Answered without a call (after the shutdown signal, or over a stream limit).
+        Answered {
+            response: Option<Response<Bytes>>,
         },
     }
 }
@@ -56,7 +58,7 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (state, event_stream) = match &self.state {
             State::Called { stream, .. } => ("called", stream.is_some()),
-            State::ShuttingDown { .. } => ("shutting down", true),
+            State::Answered { .. } => ("answered", true),
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -75,10 +77,11 @@ impl<F> ResponseFuture<F> {
         Self { state }
     }
 
-    pub(crate) fn shutting_down(stream: StreamRequest) -> Self {
-        let stream = Some(stream);
+    /// A future ready with `response`, the layer's own answer.
+    pub(crate) fn answered(response: Response<Bytes>) -> Self {
+        let response = Some(response);
         Self {
-            state: State::ShuttingDown { stream },
+            state: State::Answered { response },
         }
     }
 }
@@ -103,27 +106,13 @@ where
                     Some(stream) => into_event_stream(response, stream, done),
                 }))
             }
-            StateProj::ShuttingDown { stream } => match stream.take() {
-                Some(stream) => Poll::Ready(Ok(shutting_down(stream))),
+            StateProj::Answered { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response.map(SseBody::answer))),
                 // Polled again after it completed: there is nothing left to give.
                 None => Poll::Pending,
             },
         }
     }
-}
-
-/// The answer to an event stream request after the shutdown signal: the retry hint, the
-/// shutdown event, and the end. A `200`, since `EventSource` gives up for good on any other
-/// status, where a stream that ends makes it reconnect after the retry delay.
-fn shutting_down<B>(stream: StreamRequest) -> Response<SseBody<B>> {
-    tracing::debug!("event stream refused: shutting down");
-    let config = &stream.config;
-    let mut text = BytesMut::with_capacity(config.preamble.len() + config.shutdown_event.len());
-    text.extend_from_slice(&config.preamble);
-    text.extend_from_slice(&config.shutdown_event);
-    let mut response = Response::new(SseBody::answer(text.freeze()));
-    set_event_stream_headers(response.headers_mut(), stream.vary_accept);
-    response
 }
 
 /// The response to a request that did not ask for an event stream. It is returned as it is, but
@@ -157,12 +146,12 @@ fn into_event_stream<B>(
         .remove::<HandoffSlot>()
         .and_then(|slot| slot.take())
     {
-        let body = SseBody::handoff(Handoff::Taken(source), stream.config, done);
+        let body = SseBody::handoff(Handoff::Taken(source), stream.config, done, stream.admission);
         return Response::from_parts(head, body);
     }
     let config = &stream.config;
     let decoder = Decoder::new(framing, config.max_message_size, config.retry);
-    let body = SseBody::events(body, decoder, stream.config, done);
+    let body = SseBody::events(body, decoder, stream.config, done, stream.admission);
     Response::from_parts(head, body)
 }
 

@@ -96,7 +96,9 @@ mod future;
 mod headers;
 mod last_event_id;
 mod layer;
+mod limit;
 mod message;
+mod metrics;
 mod service;
 
 #[cfg(feature = "gateway")]
@@ -122,5 +124,6 @@ pub use future::ResponseFuture;
 pub use headers::remove_hop_by_hop_headers;
 pub use last_event_id::LastEventId;
 pub use layer::SseLayer;
+pub use limit::{LimitExceeded, Refusal, StreamLimit, DEFAULT_REFUSAL_RETRY};
 pub use message::Message;
 pub use service::SseService;

@@ -9,8 +9,10 @@ use tower_service::Service;
 
 use crate::config::{builder_methods, Config};
 use crate::disconnect::DisconnectGuard;
+use crate::engine::Admission;
+use crate::metrics::StreamLabel;
 use crate::future::{ResponseFuture, StreamRequest};
-use crate::headers::accepts_event_stream;
+use crate::headers::{accepts_event_stream, set_event_stream_headers};
 use crate::{Disconnect, LastEventId};
 
 /// What [`SseService::begin`] decided for a request.
@@ -20,8 +22,9 @@ pub(crate) enum Begun {
         done: DisconnectGuard,
         stream: Option<StreamRequest>,
     },
-    /// A subscription after the shutdown signal: answered without a call.
-    ShuttingDown(StreamRequest),
+    /// Answered without a call: a subscription after the shutdown signal, or a stream over a
+    /// limit.
+    Answered(http::Response<bytes::Bytes>),
 }
 
 /// The service [`SseLayer`](crate::SseLayer) wraps around an inner service.
@@ -89,13 +92,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let accepts = accepts_event_stream(request.headers());
-        match self.begin(&mut request, self.config.always || accepts, accepts) {
+        let (mut parts, body) = request.into_parts();
+        match self.begin(&mut parts, self.config.always || accepts, accepts) {
             Begun::Call { done, stream } => {
+                let request = Request::from_parts(parts, body);
                 ResponseFuture::new(self.inner.call(request), done, stream)
             }
-            Begun::ShuttingDown(stream) => ResponseFuture::shutting_down(stream),
+            Begun::Answered(response) => ResponseFuture::answered(response),
         }
     }
 }
@@ -105,40 +110,71 @@ impl<S> SseService<S> {
     /// when the response is to become an event stream, `subscription` when the request asked
     /// for one (only those are answered without a call after the shutdown signal: with
     /// `always`, other requests still get their own answer, and a converted stream ends at once
-    /// with the shutdown event).
-    pub(crate) fn begin<B>(
+    /// with the shutdown event). A stream over a limit is answered without a call.
+    pub(crate) fn begin(
         &self,
-        request: &mut Request<B>,
+        request: &mut http::request::Parts,
         convert: bool,
         subscription: bool,
     ) -> Begun {
-        let disconnect = Disconnect::new();
-        request.extensions_mut().insert(disconnect.clone());
-        if let Some(id) = LastEventId::from_headers(request.headers()) {
-            request.extensions_mut().insert(id);
+        let config = &self.config;
+        let vary_accept = !config.always;
+        if convert && subscription && self.shutting_down() {
+            tracing::debug!("event stream refused: shutting down");
+            return Begun::Answered(shutting_down(config, vary_accept));
         }
-        let stream = convert.then(|| StreamRequest {
-            config: self.config.clone(),
-            vary_accept: !self.config.always,
-        });
-        match stream {
-            Some(stream) if subscription && self.shutting_down() => Begun::ShuttingDown(stream),
-            stream => {
-                if stream.is_some() {
-                    // Only an identity body can be re-framed: ask the inner service (or
-                    // upstream) for one, rather than receive a compressed body that would pass
-                    // through unconverted.
-                    request.headers_mut().insert(
-                        header::ACCEPT_ENCODING,
-                        HeaderValue::from_static("identity"),
+        let mut permit = None;
+        if convert && config.limits.is_set() {
+            match config.limits.acquire(request) {
+                Ok(acquired) => permit = Some(acquired),
+                Err(exceeded) => {
+                    tracing::debug!(
+                        limit = exceeded.limit.as_str(),
+                        max = exceeded.max,
+                        key = exceeded.key.as_deref(),
+                        "event stream refused: over the stream limit"
                     );
-                }
-                Begun::Call {
-                    done: disconnect.guard(),
-                    stream,
+                    if let Some(on_exceeded) = &config.limits.on_exceeded {
+                        on_exceeded(&exceeded);
+                    }
+                    crate::metrics::refused(exceeded.limit);
+                    return Begun::Answered(config.limits.refuse(vary_accept));
                 }
             }
         }
+        let disconnect = Disconnect::new();
+        request.extensions.insert(disconnect.clone());
+        if let Some(id) = LastEventId::from_headers(&request.headers) {
+            request.extensions.insert(id);
+        }
+        if convert {
+            // Only an identity body can be re-framed: ask the inner service (or upstream) for
+            // one, rather than receive a compressed body that would pass through unconverted.
+            request.headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
+        let stream = convert.then(|| StreamRequest {
+            config: config.clone(),
+            vary_accept,
+            admission: Admission {
+                permit,
+                label: StreamLabel::of(config, request),
+            },
+        });
+        Begun::Call {
+            done: disconnect.guard(),
+            stream,
+        }
+    }
+
+    /// [`begin`](Self::begin) for a request that is a subscription, whole.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn begin_call<B>(&self, request: Request<B>) -> (Request<B>, Begun) {
+        let (mut parts, body) = request.into_parts();
+        let begun = self.begin(&mut parts, true, true);
+        (Request::from_parts(parts, body), begun)
     }
 
     /// The configuration, for layers built on this one (gRPC).
@@ -146,6 +182,20 @@ impl<S> SseService<S> {
     pub(crate) fn config(&self) -> &Arc<Config> {
         &self.config
     }
+}
+
+/// The answer to an event stream request after the shutdown signal: the retry hint, the
+/// shutdown event, and the end. A `200`, since `EventSource` gives up for good on any other
+/// status, where a stream that ends makes it reconnect after the retry delay.
+fn shutting_down(config: &Config, vary_accept: bool) -> http::Response<bytes::Bytes> {
+    let preamble = config.stream_preamble();
+    let shutdown_event = config.stream_shutdown_event();
+    let mut text = bytes::BytesMut::with_capacity(preamble.len() + shutdown_event.len());
+    text.extend_from_slice(&preamble);
+    text.extend_from_slice(&shutdown_event);
+    let mut response = http::Response::new(text.freeze());
+    set_event_stream_headers(response.headers_mut(), vary_accept);
+    response
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for SseService<S> {

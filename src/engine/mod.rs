@@ -26,6 +26,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::config::Config;
 use crate::disconnect::Disconnect;
+
 use crate::{CloseReason, StreamError};
 
 pub(crate) use decoded::{copy_out, Decoded};
@@ -33,6 +34,8 @@ use frame::FrameBuf;
 #[allow(unused_imports)] // the hub (next) is the first source outside tests
 pub(crate) use handoff::{BoxSource, Handoff, HandoffSlot};
 pub(crate) use source::{Output, Source};
+pub(crate) use jitter::spread;
+pub(crate) use tracker::Admission;
 use tracker::Tracker;
 
 /// Events already ready are coalesced into one body frame up to this size: the cost per frame,
@@ -93,10 +96,15 @@ enum Due {
 
 impl<S> Engine<S> {
     /// A stream over `source`; `disconnect` is cancelled when it ends, is dropped, or its client
-    /// stalls.
-    pub(crate) fn new(source: S, config: Arc<Config>, disconnect: Disconnect) -> Self {
+    /// stalls. The `admission`'s place under the stream limits is given back when it closes.
+    pub(crate) fn new(
+        source: S,
+        config: Arc<Config>,
+        disconnect: Disconnect,
+        admission: Admission,
+    ) -> Self {
         let mut buf = FrameBuf::default();
-        buf.push_shared(&config.preamble);
+        buf.push_shared(&config.stream_preamble());
         let now = Instant::now();
         let state = State {
             buf,
@@ -106,7 +114,7 @@ impl<S> Engine<S> {
             age_limit: config
                 .max_age
                 .and_then(|age| now.checked_add(jitter::jittered(age))),
-            tracker: Tracker::new(config.clone(), disconnect),
+            tracker: Tracker::new(config.clone(), disconnect, admission),
             config: config.clone(),
         };
         Self {
@@ -224,7 +232,7 @@ impl State {
         self.phase = Phase::Ending;
         self.tracker.closing(reason);
         if reason == CloseReason::Shutdown && !self.config.shutdown_event.is_empty() {
-            self.buf.push_shared(&self.config.shutdown_event);
+            self.buf.push_shared(&self.config.stream_shutdown_event());
             self.tracker
                 .event_sent(self.config.shutdown_event_id.clone());
         }

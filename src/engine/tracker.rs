@@ -12,6 +12,16 @@ use crate::close::{CloseInfo, CloseReason};
 use crate::config::Config;
 use crate::disconnect::Disconnect;
 use crate::event::as_str;
+use crate::limit::Permit;
+use crate::metrics::{StreamLabel, StreamMetrics};
+
+/// What a stream was admitted with: its place under the stream limits (if any are set) and the
+/// label of its metrics.
+#[derive(Default)]
+pub(crate) struct Admission {
+    pub(crate) permit: Option<Permit>,
+    pub(crate) label: StreamLabel,
+}
 
 /// What a stream has handed to the connection so far.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +43,8 @@ struct Sent {
 /// wakes the connection for whatever else is due. It costs no task and no second timer.
 pub(crate) struct Tracker {
     sent: Sent,
+    /// The events already counted in the metrics.
+    metered_events: u64,
     /// The connection started reading the body (a HEAD response's body never is).
     polled: bool,
     /// Why the stream is ending, once it knows.
@@ -53,6 +65,12 @@ struct Shared {
     reported: AtomicBool,
     /// Written only when a write deadline is set.
     waiting: Mutex<Waiting>,
+    /// The stream's place under the stream limits: given back when the close is reported, or
+    /// when the stream is dropped unreported (a body never read).
+    permit: Mutex<Option<Permit>>,
+    label: StreamLabel,
+    /// Set when the stream opens (its first poll): a stream never read is never counted.
+    metrics: std::sync::OnceLock<StreamMetrics>,
 }
 
 /// A frame handed on, and the connection not back for the next one: what the watchdog checks.
@@ -65,7 +83,7 @@ struct Waiting {
 }
 
 impl Tracker {
-    pub(crate) fn new(config: Arc<Config>, disconnect: Disconnect) -> Self {
+    pub(crate) fn new(config: Arc<Config>, disconnect: Disconnect, admission: Admission) -> Self {
         let watching =
             config.write_deadline.is_some() && tokio::runtime::Handle::try_current().is_ok();
         let shared = Arc::new(Shared {
@@ -75,9 +93,13 @@ impl Tracker {
             disconnect,
             reported: AtomicBool::new(false),
             waiting: Mutex::new(Waiting::default()),
+            permit: Mutex::new(admission.permit),
+            label: admission.label,
+            metrics: std::sync::OnceLock::new(),
         });
         Self {
             sent: Sent::default(),
+            metered_events: 0,
             polled: false,
             closing: None,
             shared,
@@ -96,6 +118,10 @@ impl Tracker {
         if !self.polled {
             self.polled = true;
             tracing::debug!(parent: &self.shared.span, "event stream opened");
+            let shared = &self.shared;
+            shared
+                .metrics
+                .get_or_init(|| StreamMetrics::opened(&shared.label));
         }
         if self.watching {
             let mut waiting = self.shared.lock_waiting();
@@ -117,6 +143,10 @@ impl Tracker {
     /// A frame was handed to the connection at `now`.
     pub(crate) fn handed_on(&mut self, len: usize, now: Instant) {
         self.sent.bytes += len as u64;
+        if let Some(metrics) = self.shared.metrics.get() {
+            metrics.sent(self.sent.events - self.metered_events, len as u64);
+            self.metered_events = self.sent.events;
+        }
         if self.watching {
             let mut waiting = self.shared.lock_waiting();
             waiting.since = Some(now);
@@ -216,6 +246,16 @@ impl Shared {
     }
 
     fn announce(&self, reason: CloseReason, sent: &Sent) {
+        // Closed: its place is free before anyone hears of it.
+        drop(
+            self.permit
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
+        if let Some(metrics) = self.metrics.get() {
+            metrics.closed(reason);
+        }
         let info = CloseInfo {
             reason,
             duration: self.opened.elapsed(),

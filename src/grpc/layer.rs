@@ -139,11 +139,11 @@ where
                             refused.reason,
                         )),
                     },
-                    Ok(mut call) => match self.inner.begin(&mut call, true, true) {
-                        Begun::ShuttingDown(stream) => FutureKind::Plain {
-                            future: ResponseFuture::shutting_down(stream),
+                    Ok(call) => match self.inner.begin_call(call) {
+                        (_, Begun::Answered(response)) => FutureKind::Plain {
+                            future: ResponseFuture::answered(response),
                         },
-                        Begun::Call { done, stream } => FutureKind::Call {
+                        (call, Begun::Call { done, stream }) => FutureKind::Call {
                             future: self.inner.get_mut().call(call),
                             done: Some(done),
                             stream,
@@ -284,7 +284,8 @@ fn into_event_stream<B>(
     set_event_stream_headers(&mut head.headers, stream.vary_accept);
     remove_grpc_headers(&mut head.headers);
     let decoder = Decoder::Other(Box::new(decoder));
-    Response::from_parts(head, SseBody::events(body, decoder, stream.config, done))
+    let body = SseBody::events(body, decoder, stream.config, done, stream.admission);
+    Response::from_parts(head, body)
 }
 
 /// The layer's own short answer to an event stream request: not to be cached, and apart from

@@ -276,7 +276,9 @@ impl Hub {
     /// replaced). Every subscriber of the topic receives it; none can make this wait or fail.
     pub async fn publish(&self, topic: &str, event: Event) -> Result<String, HubError> {
         self.validate(topic)?;
-        self.memory.publish(topic, event)
+        let id = self.memory.publish(topic, event)?;
+        crate::metrics::hub_published();
+        Ok(id)
     }
 
     /// Subscribes to `topics` (duplicates count once), resuming after `last_event_id`: the

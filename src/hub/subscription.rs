@@ -58,6 +58,7 @@ impl Subscription {
         gap: Option<Event>,
         resume: Resume,
     ) -> Self {
+        crate::metrics::hub_subscribers(1.0);
         Self {
             source: SubscriberSource {
                 hub,
@@ -83,6 +84,7 @@ impl Subscription {
             Handoff::Waiting(slot.clone()),
             Config::shared_default(),
             None,
+            Default::default(),
         );
         let mut response = http::Response::new(body);
         set_event_stream_headers(response.headers_mut(), false);
@@ -152,5 +154,6 @@ impl Source for SubscriberSource {
 impl Drop for SubscriberSource {
     fn drop(&mut self) {
         self.hub.engine().leave(&self.topics, &self.queue);
+        crate::metrics::hub_subscribers(-1.0);
     }
 }

@@ -15,6 +15,7 @@ mod grpc;
 mod half_open;
 mod heartbeat;
 mod lifecycle;
+mod limits;
 mod negotiation;
 mod read;
 mod shutdown;

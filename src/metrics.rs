@@ -1,0 +1,146 @@
+//! Metrics on the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`): what the
+//! streams report to whichever recorder the application installed. Without the feature, every
+//! function here is an empty inline one and every type holds nothing.
+//!
+//! | Name | Type | Labels | What it counts |
+//! | --- | --- | --- | --- |
+//! | `sse_streams_open` | gauge | label | event streams open now |
+//! | `sse_streams_opened_total` | counter | label | event streams opened (the connection started reading) |
+//! | `sse_streams_closed_total` | counter | label, `reason` | event streams closed, by [`CloseReason::as_str`] |
+//! | `sse_stalls_total` | counter | label | streams closed because their client stalled |
+//! | `sse_events_sent_total` | counter | label | events handed to connections |
+//! | `sse_bytes_sent_total` | counter | label | bytes handed to connections, heartbeats included |
+//! | `sse_streams_refused_total` | counter | `limit` | requests refused by a stream limit ([`StreamLimit::as_str`]) |
+//! | `sse_hub_subscribers` | gauge | | hub subscriptions live now |
+//! | `sse_hub_publishes_total` | counter | | events published to a hub |
+//!
+//! "label" is the optional label [`metrics_label`](crate::SseLayer::metrics_label) takes from
+//! each request.
+//!
+//! [`CloseReason::as_str`]: crate::CloseReason::as_str
+//! [`StreamLimit::as_str`]: crate::StreamLimit::as_str
+
+#[cfg(feature = "metrics")]
+mod on {
+    use std::sync::Arc;
+
+    use metrics::{counter, gauge, Counter, Gauge, Label};
+
+    use crate::{CloseReason, StreamLimit};
+
+    pub(crate) type LabelFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
+    /// The label a stream's metrics carry, taken from its request.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct StreamLabel(Option<Label>);
+
+    impl StreamLabel {
+        pub(crate) fn of(config: &crate::config::Config, parts: &http::request::Parts) -> Self {
+            let label = config.metrics_label.as_ref();
+            Self(label.and_then(|(key, value)| Some(Label::new(*key, value(parts)?))))
+        }
+    }
+
+    /// The handles of one open stream's metrics, resolved once when it opens.
+    pub(crate) struct StreamMetrics {
+        open: Gauge,
+        events: Counter,
+        bytes: Counter,
+        labels: Vec<Label>,
+    }
+
+    impl StreamMetrics {
+        /// The stream opened.
+        pub(crate) fn opened(label: &StreamLabel) -> Self {
+            let labels: Vec<Label> = label.0.iter().cloned().collect();
+            counter!("sse_streams_opened_total", labels.iter()).increment(1);
+            let open = gauge!("sse_streams_open", labels.iter());
+            open.increment(1.0);
+            Self {
+                open,
+                events: counter!("sse_events_sent_total", labels.iter()),
+                bytes: counter!("sse_bytes_sent_total", labels.iter()),
+                labels,
+            }
+        }
+
+        /// `events` events in `bytes` bytes were handed to the connection.
+        pub(crate) fn sent(&self, events: u64, bytes: u64) {
+            if events > 0 {
+                self.events.increment(events);
+            }
+            self.bytes.increment(bytes);
+        }
+
+        /// The stream closed.
+        pub(crate) fn closed(&self, reason: CloseReason) {
+            self.open.decrement(1.0);
+            let mut labels = self.labels.clone();
+            labels.push(Label::new("reason", reason.as_str()));
+            counter!("sse_streams_closed_total", labels).increment(1);
+            if reason == CloseReason::Stalled {
+                counter!("sse_stalls_total", self.labels.iter()).increment(1);
+            }
+        }
+    }
+
+    /// A request was refused by `limit`.
+    pub(crate) fn refused(limit: StreamLimit) {
+        counter!("sse_streams_refused_total", "limit" => limit.as_str()).increment(1);
+    }
+
+    /// A hub subscription started (`1`) or ended (`-1`).
+    #[cfg(feature = "hub")]
+    pub(crate) fn hub_subscribers(delta: f64) {
+        gauge!("sse_hub_subscribers").increment(delta);
+    }
+
+    /// An event was published to a hub.
+    #[cfg(feature = "hub")]
+    pub(crate) fn hub_published() {
+        counter!("sse_hub_publishes_total").increment(1);
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod on {
+    use crate::{CloseReason, StreamLimit};
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct StreamLabel;
+
+    impl StreamLabel {
+        #[inline(always)]
+        pub(crate) fn of(_: &crate::config::Config, _: &http::request::Parts) -> Self {
+            Self
+        }
+    }
+
+    pub(crate) struct StreamMetrics;
+
+    impl StreamMetrics {
+        #[inline(always)]
+        pub(crate) fn opened(_: &StreamLabel) -> Self {
+            Self
+        }
+
+        #[inline(always)]
+        pub(crate) fn sent(&self, _: u64, _: u64) {}
+
+        #[inline(always)]
+        pub(crate) fn closed(&self, _: CloseReason) {}
+    }
+
+    #[inline(always)]
+    pub(crate) fn refused(_: StreamLimit) {}
+
+    #[cfg(feature = "hub")]
+    #[inline(always)]
+    pub(crate) fn hub_subscribers(_: f64) {}
+
+    #[cfg(feature = "hub")]
+    #[inline(always)]
+    pub(crate) fn hub_published() {}
+}
+
+pub(crate) use on::*;
