@@ -15,6 +15,8 @@ mod grpc;
 mod half_open;
 mod heartbeat;
 mod lifecycle;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod limits;
 mod negotiation;
 mod read;
