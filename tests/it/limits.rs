@@ -256,3 +256,65 @@ async fn retry_jitter_spreads_the_hints_of_a_thousand_streams() {
     }
     spread(&last, 5000);
 }
+
+/// The reconnect spread after a graceful shutdown, over real TCP, with a fleet that honours
+/// `retry:` (read with `read::EventReader`): with jitter the fleet comes back over the jitter's
+/// range, without it all at once. Prints both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_jitter_spreads_reconnects_after_a_graceful_shutdown() {
+    let without = reconnect_spread(None).await;
+    let with = reconnect_spread(Some(Duration::from_millis(2000))).await;
+    println!(
+        "reconnect spread of 200 clients after a graceful shutdown (p5..p95, min..max): \
+         without jitter {:?}..{:?} ({:?}..{:?}), with 2 s jitter {:?}..{:?} ({:?}..{:?})",
+        without[0], without[1], without[2], without[3], with[0], with[1], with[2], with[3]
+    );
+    let width = |s: &[Duration; 4]| s[1] - s[0];
+    assert!(width(&with) >= Duration::from_millis(1500), "{with:?}");
+    assert!(with[3] - with[2] <= Duration::from_millis(2300), "{with:?}");
+    assert!(width(&without) * 4 < width(&with), "{without:?} vs {with:?}");
+}
+
+/// When 200 clients reconnect after the shutdown signal, from it: p5, p95, min, max.
+async fn reconnect_spread(jitter: Option<Duration>) -> [Duration; 4] {
+    use tower_sse::read::EventReader;
+    const CLIENTS: usize = 200;
+    let shutdown = CancellationToken::new();
+    let mut layer = SseLayer::new()
+        .retry(Duration::from_millis(200))
+        .graceful_shutdown(shutdown.clone());
+    if let Some(jitter) = jitter {
+        layer = layer.retry_jitter(jitter);
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let addr = support::serve_axum(app(calls.clone(), CancellationToken::new()).layer(layer)).await;
+    let headers = [("accept", "text/event-stream")];
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        clients.spawn(async move {
+            let response = support::get(addr, "/events?idle", &headers).await;
+            let mut reader = EventReader::new(response.into_body());
+            // Reads to the end (the shutdown), then waits the delay the stream asked for and
+            // reconnects, as `EventSource` does.
+            while let Some(Ok(_)) = reader.next_event().await {}
+            let delay = reader.retry().unwrap_or(tower_sse::DEFAULT_RETRY);
+            tokio::time::sleep(delay).await;
+            let at = tokio::time::Instant::now();
+            let again = support::get(addr, "/events?idle", &headers).await;
+            assert_eq!(again.status(), 200);
+            at
+        });
+    }
+    until("every client is streaming", || {
+        calls.load(Ordering::SeqCst) == CLIENTS
+    })
+    .await;
+    let signalled = tokio::time::Instant::now();
+    shutdown.cancel();
+    let mut after: Vec<Duration> = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        after.push(done.expect("a client").duration_since(signalled)); // ok: test
+    }
+    after.sort();
+    [after[CLIENTS / 20], after[CLIENTS * 19 / 20], after[0], after[CLIENTS - 1]]
+}
