@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,6 +29,7 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains for at most
 /// [`DRAIN_TIMEOUT`]. `configure` sees every accepted socket first (to set socket options).
+/// Every request carries the peer's address as axum's `ConnectInfo<SocketAddr>` extension.
 pub(crate) async fn serve<S, B>(
     listener: TcpListener,
     service: S,
@@ -50,10 +52,10 @@ pub(crate) async fn serve<S, B>(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 // Out of file descriptors, say: wait, and keep serving the open connections.
                 Err(error) => {
                     eprintln!("accept failed: {error}");
@@ -68,6 +70,10 @@ pub(crate) async fn serve<S, B>(
             if !protocol_known(&tcp, HEADER_READ_TIMEOUT).await {
                 return;
             }
+            let service = tower::ServiceExt::map_request(service, move |mut request: Request<_>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
             let service = TowerToHyperService::new(service);
             let connection = builder.serve_connection(TokioIo::new(tcp), service);
             // A client that leaves mid-stream ends its connection with an error: not worth a

@@ -479,3 +479,53 @@ async fn the_grpc_example_answers_client_errors_with_4xx_and_any_id_without_pani
         assert!(response.contains("id: 5\n"), "{id}: {response}");
     }
 }
+
+/// The metrics example: a stream shows up on `/metrics` under its route, and a fifth stream
+/// from one address is refused politely and counted.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn the_metrics_example_exports_streams_and_refusals_for_prometheus() {
+    let example = start("metrics", &["--listen", "127.0.0.1:0"], &[]).await;
+    let addr = example.addr;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(&subscription("/ticks", None))
+            .await
+            .expect("write");
+        let seen = read_until(&mut tcp, Duration::from_secs(10), |s| s.contains("tick 1")).await;
+        assert!(seen.contains("data: tick 1"), "{seen}");
+        streams.push(tcp);
+    }
+    let fifth = exchange(
+        addr,
+        &subscription("/ticks", None),
+        Duration::from_secs(10),
+        ended,
+    )
+    .await;
+    assert!(fifth.starts_with("HTTP/1.1 200"), "{fifth}");
+    assert!(fifth.contains("retry: 1"), "a hint of 10-20 s: {fifth}");
+    assert!(!fifth.contains("tick"), "{fifth}");
+    let scrape = b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let metrics = exchange(addr, scrape, Duration::from_secs(10), |_| false).await;
+    for line in [
+        "sse_streams_open{route=\"/ticks\"} 4",
+        "sse_streams_opened_total{route=\"/ticks\"} 4",
+        "sse_streams_refused_total{limit=\"per_key\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    drop(streams);
+    let closed = "sse_streams_closed_total{route=\"/ticks\",reason=\"client_gone\"} 4";
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = exchange(addr, scrape, Duration::from_secs(10), |_| false).await;
+        if metrics.contains(closed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(closed), "{closed} in {metrics}");
+    assert!(metrics.contains("sse_streams_open{route=\"/ticks\"} 0"), "{metrics}");
+}
