@@ -1,7 +1,9 @@
 //! In-process body throughput: drain `SseBody` over N ready messages (heartbeat on) against
-//! axum's `Sse` + `KeepAlive` over the same messages, side by side in each run.
+//! axum's `Sse` + `KeepAlive` over the same messages, side by side in each run. Built with the
+//! feature `metrics`, it also runs the same streams with a Prometheus recorder installed
+//! against none (the facade's no-op), side by side: the cost of the metrics when on.
 //!
-//! `cargo bench --bench in_process`
+//! `cargo bench --bench in_process --features metrics`
 
 mod common;
 
@@ -56,6 +58,77 @@ async fn tower_sse(data: Bytes, count: usize) -> (Duration, usize) {
     (start.elapsed(), bytes)
 }
 
+/// `streams` streams of one event each, opened and drained one after another: the per-stream
+/// cost (the metrics resolve their handles when a stream opens).
+#[cfg(feature = "metrics")]
+async fn short_streams(streams: usize) -> (Duration, usize) {
+    let inner = service_fn(|_: Request<()>| async {
+        let frames = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(
+            Bytes::from_static(b"x"),
+        ))]);
+        Ok::<_, Infallible>(Response::new(StreamBody::new(frames)))
+    });
+    let service = SseLayer::new().always().layer(inner);
+    let start = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..streams {
+        let response = service
+            .clone()
+            .oneshot(Request::new(()))
+            .await
+            .expect("infallible");
+        bytes += drain(Box::pin(response.into_body())).await;
+    }
+    (start.elapsed(), bytes)
+}
+
+/// The same streams with a Prometheus recorder installed (on this thread) and without one.
+#[cfg(feature = "metrics")]
+fn metrics_rows(runtime: &tokio::runtime::Runtime) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let data = Bytes::from(vec![b'x'; 64]);
+    let count = BYTES_PER_RUN / 64;
+    let streams = 20_000;
+    type Case<'a> = (&'a str, usize, Box<dyn Fn() -> (Duration, usize) + 'a>);
+    let cases: [Case; 2] = [
+        (
+            "ready 64 B events, one stream",
+            count,
+            Box::new(|| runtime.block_on(tower_sse(data.clone(), count))),
+        ),
+        (
+            "streams of one event, one after another",
+            streams,
+            Box::new(|| runtime.block_on(short_streams(streams))),
+        ),
+    ];
+    for (case, n, run) in cases {
+        let (mut on, mut off, mut ratios) =
+            (Samples::default(), Samples::default(), Samples::default());
+        for _ in 0..RUNS {
+            let (on_time, _) = metrics::with_local_recorder(&recorder, &run);
+            let (off_time, _) = run();
+            on.push(rate(n, on_time));
+            off.push(rate(n, off_time));
+            ratios.push(off_time.as_secs_f64() / on_time.as_secs_f64());
+        }
+        // Keep what the recorder gathered alive to the end, as a scraper would read it.
+        assert!(recorder
+            .handle()
+            .render()
+            .contains("sse_streams_opened_total"));
+        row(
+            "metrics on (Prometheus recorder)",
+            &format!("{n} {case}"),
+            Unit::MegaPerSec,
+            &on,
+            "no recorder",
+            &off,
+            &ratios,
+        );
+    }
+}
+
 async fn axum(data: Bytes, count: usize) -> (Duration, usize) {
     let text = String::from_utf8(data.to_vec()).expect("ascii");
     let start = Instant::now();
@@ -103,4 +176,6 @@ fn main() {
             &ratios,
         );
     }
+    #[cfg(feature = "metrics")]
+    metrics_rows(&runtime);
 }

@@ -11,9 +11,9 @@ use pin_project_lite::pin_project;
 use crate::config::Config;
 use crate::decode::Decoder;
 use crate::disconnect::{Disconnect, DisconnectGuard};
+use crate::engine::Admission;
 use crate::engine::{copy_out, Decoded, Engine, Handoff};
 use crate::error::BoxError;
-use crate::engine::Admission;
 
 pin_project! {
     /// The response body of [`SseService`](crate::SseService): the inner body untouched, or an

@@ -146,7 +146,12 @@ fn into_event_stream<B>(
         .remove::<HandoffSlot>()
         .and_then(|slot| slot.take())
     {
-        let body = SseBody::handoff(Handoff::Taken(source), stream.config, done, stream.admission);
+        let body = SseBody::handoff(
+            Handoff::Taken(source),
+            stream.config,
+            done,
+            stream.admission,
+        );
         return Response::from_parts(head, body);
     }
     let config = &stream.config;

@@ -69,10 +69,34 @@
 //! | `gateway` | `gateway::Upstream`: a reverse proxy service to put the layer around |
 //! | `hub` | `hub::Hub`: topics, publish once to every subscriber, exact resume after `Last-Event-ID` |
 //! | `axum` | `Disconnect` and `LastEventId` as axum extractors (`Option<LastEventId>` too), and `IntoResponse` for the hub's `Subscription` and `HubError` |
+//! | `metrics` | stream, event, byte, close, refusal and hub metrics on the `metrics` facade (below) |
 //! | `full` | all of the above |
+//!
+//! Without a feature: stream limits ([`SseLayer::max_streams`]), retry jitter
+//! ([`SseLayer::retry_jitter`]) and [`read::EventReader`].
 //!
 //! A tokio runtime with the time driver must drive the response bodies (heartbeats use
 //! `tokio::time`).
+//!
+//! # Metrics
+//!
+//! With the feature `metrics`, streams report to the [`metrics`](https://docs.rs/metrics)
+//! facade (any exporter):
+//!
+//! | Name | Type | Labels | What it counts |
+//! | --- | --- | --- | --- |
+//! | `sse_streams_open` | gauge | label | event streams open now |
+//! | `sse_streams_opened_total` | counter | label | event streams opened (the connection started reading) |
+//! | `sse_streams_closed_total` | counter | label, `reason` | streams closed, by [`CloseReason::as_str`] |
+//! | `sse_stalls_total` | counter | label | streams closed because their client stalled |
+//! | `sse_events_sent_total` | counter | label | events handed to connections |
+//! | `sse_bytes_sent_total` | counter | label | bytes handed to connections, heartbeats included |
+//! | `sse_streams_refused_total` | counter | `limit` | requests refused by a stream limit ([`StreamLimit::as_str`]) |
+//! | `sse_hub_subscribers` | gauge | | hub subscriptions live now |
+//! | `sse_hub_publishes_total` | counter | | events published to a hub |
+//!
+//! "label" is the optional label `SseLayer::metrics_label` takes from each request (a route,
+//! say); its number of distinct values is the number of time series.
 //!
 //! # Invalid UTF-8
 //!

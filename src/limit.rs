@@ -218,7 +218,10 @@ impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limits")
             .field("max_streams", &self.max_streams)
-            .field("max_streams_per_key", &self.per_key.as_ref().map(|(max, _)| max))
+            .field(
+                "max_streams_per_key",
+                &self.per_key.as_ref().map(|(max, _)| max),
+            )
             .field("refusal", &self.refusal)
             .field("open", &self.counts.total.load(Ordering::Relaxed))
             .finish()

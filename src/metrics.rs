@@ -1,24 +1,7 @@
 //! Metrics on the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`): what the
-//! streams report to whichever recorder the application installed. Without the feature, every
-//! function here is an empty inline one and every type holds nothing.
-//!
-//! | Name | Type | Labels | What it counts |
-//! | --- | --- | --- | --- |
-//! | `sse_streams_open` | gauge | label | event streams open now |
-//! | `sse_streams_opened_total` | counter | label | event streams opened (the connection started reading) |
-//! | `sse_streams_closed_total` | counter | label, `reason` | event streams closed, by [`CloseReason::as_str`] |
-//! | `sse_stalls_total` | counter | label | streams closed because their client stalled |
-//! | `sse_events_sent_total` | counter | label | events handed to connections |
-//! | `sse_bytes_sent_total` | counter | label | bytes handed to connections, heartbeats included |
-//! | `sse_streams_refused_total` | counter | `limit` | requests refused by a stream limit ([`StreamLimit::as_str`]) |
-//! | `sse_hub_subscribers` | gauge | | hub subscriptions live now |
-//! | `sse_hub_publishes_total` | counter | | events published to a hub |
-//!
-//! "label" is the optional label [`metrics_label`](crate::SseLayer::metrics_label) takes from
-//! each request.
-//!
-//! [`CloseReason::as_str`]: crate::CloseReason::as_str
-//! [`StreamLimit::as_str`]: crate::StreamLimit::as_str
+//! streams report to whichever recorder the application installed (the names are in the crate
+//! docs' table). Without the feature, every function here is an empty inline one and every type
+//! holds nothing.
 
 #[cfg(feature = "metrics")]
 mod on {

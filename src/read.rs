@@ -136,11 +136,9 @@ where
                         let id = message.id().map(str::to_owned);
                         (id, message.retry(), Some(message))
                     }
-                    Item::Control(event) => (
-                        event.get_id().map(str::to_owned),
-                        event.get_retry(),
-                        None,
-                    ),
+                    Item::Control(event) => {
+                        (event.get_id().map(str::to_owned), event.get_retry(), None)
+                    }
                 };
                 if let Some(id) = id {
                     *this.last_event_id = id;

@@ -10,9 +10,9 @@ use tower_service::Service;
 use crate::config::{builder_methods, Config};
 use crate::disconnect::DisconnectGuard;
 use crate::engine::Admission;
-use crate::metrics::StreamLabel;
 use crate::future::{ResponseFuture, StreamRequest};
 use crate::headers::{accepts_event_stream, set_event_stream_headers};
+use crate::metrics::StreamLabel;
 use crate::{Disconnect, LastEventId};
 
 /// What [`SseService::begin`] decided for a request.

@@ -70,10 +70,11 @@ pub(crate) async fn serve<S, B>(
             if !protocol_known(&tcp, HEADER_READ_TIMEOUT).await {
                 return;
             }
-            let service = tower::ServiceExt::map_request(service, move |mut request: Request<_>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
+            let service =
+                tower::ServiceExt::map_request(service, move |mut request: Request<_>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                });
             let service = TowerToHyperService::new(service);
             let connection = builder.serve_connection(TokioIo::new(tcp), service);
             // A client that leaves mid-stream ends its connection with an error: not worth a

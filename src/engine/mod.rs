@@ -33,8 +33,8 @@ pub(crate) use decoded::{copy_out, Decoded};
 use frame::FrameBuf;
 #[allow(unused_imports)] // the hub (next) is the first source outside tests
 pub(crate) use handoff::{BoxSource, Handoff, HandoffSlot};
-pub(crate) use source::{Output, Source};
 pub(crate) use jitter::spread;
+pub(crate) use source::{Output, Source};
 pub(crate) use tracker::Admission;
 use tracker::Tracker;
 

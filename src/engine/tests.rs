@@ -61,7 +61,12 @@ fn handing_off(
         let events = rx.take().unwrap_or_else(|| mpsc::unbounded_channel().1);
         let source: BoxSource = Box::pin(Channel(events));
         let slot = HandoffSlot::new(source);
-        let body = SseBody::handoff(Handoff::Waiting(slot.clone()), Arc::default(), None, Default::default());
+        let body = SseBody::handoff(
+            Handoff::Waiting(slot.clone()),
+            Arc::default(),
+            None,
+            Default::default(),
+        );
         let mut response = Response::new(body);
         response.extensions_mut().insert(slot);
         crate::headers::set_event_stream_headers(response.headers_mut(), false);

@@ -88,7 +88,7 @@ fn read(chunks: Vec<Bytes>) -> Read {
     let mut reader = EventReader::new(body);
     let mut out = Read::default();
     let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-    let mut note_retry = |reader: &EventReader<Gated>, out: &mut Read| {
+    let note_retry = |reader: &EventReader<Gated>, out: &mut Read| {
         if let Some(retry) = reader.retry().map(|retry| retry.as_millis()) {
             if out.retries.last() != Some(&retry) {
                 out.retries.push(retry);

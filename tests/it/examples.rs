@@ -527,5 +527,8 @@ async fn the_metrics_example_exports_streams_and_refusals_for_prometheus() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(metrics.contains(closed), "{closed} in {metrics}");
-    assert!(metrics.contains("sse_streams_open{route=\"/ticks\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("sse_streams_open{route=\"/ticks\"} 0"),
+        "{metrics}"
+    );
 }

@@ -80,7 +80,12 @@ async fn open(
 /// The retry hint a response opened with, in milliseconds.
 fn hint(seen: &str) -> u64 {
     let after = seen.split("retry: ").nth(1).unwrap_or_default();
-    after.lines().next().unwrap_or_default().parse().unwrap_or(0)
+    after
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +103,12 @@ async fn max_streams_admits_exactly_n_and_every_close_gives_the_place_back() {
         .max_streams(N)
         .on_close({
             let closes = closes.clone();
-            move |info| closes.lock().unwrap_or_else(|e| e.into_inner()).push(info.reason)
+            move |info| {
+                closes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(info.reason)
+            }
         })
         .on_limit_exceeded({
             let refused = refused.clone();
@@ -114,7 +124,11 @@ async fn max_streams_admits_exactly_n_and_every_close_gives_the_place_back() {
 
     // N + 1 at once: exactly N reach the service, one is told to come back later.
     let opened = open(addr, "/events?idle", N + 1).await;
-    assert_eq!(calls.load(Ordering::SeqCst), N, "exactly N reach the service");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        N,
+        "exactly N reach the service"
+    );
     assert_eq!(probe.open_streams(), N);
     let hints: Vec<u64> = opened.iter().map(|(_, seen)| hint(seen)).collect();
     let over: Vec<&u64> = hints.iter().filter(|h| **h >= 10_000).collect();
@@ -165,7 +179,10 @@ async fn max_streams_admits_exactly_n_and_every_close_gives_the_place_back() {
     until("shutdown closes", || probe.open_streams() == 0).await;
     let reasons = closes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(
-        reasons.iter().filter(|r| **r == CloseReason::Shutdown).count(),
+        reasons
+            .iter()
+            .filter(|r| **r == CloseReason::Shutdown)
+            .count(),
         N
     );
     drop(again);
@@ -240,7 +257,10 @@ async fn retry_jitter_spreads_the_hints_of_a_thousand_streams() {
         bodies.push(body);
     }
     let spread = |hints: &[u64], base: u64| {
-        assert!(hints.iter().all(|h| (base..=base + 2000).contains(h)), "{hints:?}");
+        assert!(
+            hints.iter().all(|h| (base..=base + 2000).contains(h)),
+            "{hints:?}"
+        );
         let mut buckets = [0u32; 10];
         for h in hints {
             buckets[(((h - base) / 200) as usize).min(9)] += 1;
@@ -272,7 +292,10 @@ async fn retry_jitter_spreads_reconnects_after_a_graceful_shutdown() {
     let width = |s: &[Duration; 4]| s[1] - s[0];
     assert!(width(&with) >= Duration::from_millis(1500), "{with:?}");
     assert!(with[3] - with[2] <= Duration::from_millis(2300), "{with:?}");
-    assert!(width(&without) * 4 < width(&with), "{without:?} vs {with:?}");
+    assert!(
+        width(&without) * 4 < width(&with),
+        "{without:?} vs {with:?}"
+    );
 }
 
 /// When 200 clients reconnect after the shutdown signal, from it: p5, p95, min, max.
@@ -316,5 +339,10 @@ async fn reconnect_spread(jitter: Option<Duration>) -> [Duration; 4] {
         after.push(done.expect("a client").duration_since(signalled)); // ok: test
     }
     after.sort();
-    [after[CLIENTS / 20], after[CLIENTS * 19 / 20], after[0], after[CLIENTS - 1]]
+    [
+        after[CLIENTS / 20],
+        after[CLIENTS * 19 / 20],
+        after[0],
+        after[CLIENTS - 1],
+    ]
 }

@@ -15,9 +15,9 @@ mod grpc;
 mod half_open;
 mod heartbeat;
 mod lifecycle;
+mod limits;
 #[cfg(feature = "metrics")]
 mod metrics;
-mod limits;
 mod negotiation;
 mod read;
 mod shutdown;

@@ -36,7 +36,7 @@ fn snapshot(recorder: &DebuggingRecorder) -> BTreeMap<String, String> {
 
 fn app() -> Router {
     let finite = || async {
-        let frames = ["x", "yy", "zzz"].map(|text| Ok::<_, std::io::Error>(text));
+        let frames = ["x", "yy", "zzz"].map(Ok::<_, std::io::Error>);
         Body::from_stream(stream::iter(frames))
     };
     let idle = || async { Body::from_stream(stream::pending::<Result<Bytes, std::io::Error>>()) };
@@ -85,7 +85,11 @@ fn gauges_follow_open_streams_and_hub_subscribers() {
                 assert!(support::next_data(&mut body).await.is_some());
                 open.push(body);
             }
-            let refused = app.clone().oneshot(request("/b/3")).await.expect("response"); // ok: test
+            let refused = app
+                .clone()
+                .oneshot(request("/b/3"))
+                .await
+                .expect("response"); // ok: test
             let refused = support::collect(refused.into_body()).await;
             assert!(support::text(&refused).starts_with("retry: 1"));
             let during = snapshot(&recorder);
@@ -138,7 +142,11 @@ fn counters_after_opens_events_and_closes() {
                 assert!(support::next_data(&mut body).await.is_some());
                 open.push(body);
             }
-            let refused = app.clone().oneshot(request("/b/3")).await.expect("response"); // ok: test
+            let refused = app
+                .clone()
+                .oneshot(request("/b/3"))
+                .await
+                .expect("response"); // ok: test
             support::collect(refused.into_body()).await;
             // The /b clients leave; the /s client stalls (never asks again).
             let stalled = open.pop();
@@ -162,7 +170,10 @@ fn counters_after_opens_events_and_closes() {
         ("sse_bytes_sent_total{route=/b/{id}}", "26"),
         ("sse_bytes_sent_total{route=/s}", "13"),
         ("sse_streams_closed_total{reason=completed,route=/a}", "1"),
-        ("sse_streams_closed_total{reason=client_gone,route=/b/{id}}", "2"),
+        (
+            "sse_streams_closed_total{reason=client_gone,route=/b/{id}}",
+            "2",
+        ),
         ("sse_streams_closed_total{reason=stalled,route=/s}", "1"),
         ("sse_stalls_total{route=/s}", "1"),
         ("sse_streams_refused_total{limit=total}", "1"),

@@ -118,7 +118,9 @@ fn a_failing_body_ends_with_a_typed_error_after_the_events_before_it() {
         .expect("a runtime"); // ok: test
     runtime.block_on(async {
         let frames: Vec<Result<http_body::Frame<Bytes>, support::BoxError>> = vec![
-            Ok(http_body::Frame::data(Bytes::from("data: a\n\ndata: b\n\n"))),
+            Ok(http_body::Frame::data(Bytes::from(
+                "data: a\n\ndata: b\n\n",
+            ))),
             Err("connection reset".into()),
         ];
         let reader = EventReader::new(support::from_stream(futures_util::stream::iter(frames)));
@@ -160,14 +162,17 @@ async fn reads_a_layer_stream_over_tcp() {
     use tower_sse::{Event, SseLayer};
 
     async fn events() -> Body {
-        let frames = ["one", "two", "three"].map(|text| Ok::<_, std::io::Error>(text));
+        let frames = ["one", "two", "three"].map(Ok::<_, std::io::Error>);
         Body::from_stream(futures_util::stream::iter(frames))
     }
     let layer = SseLayer::new()
         .retry(Duration::from_millis(1234))
         .map_message(|message| {
             let text = message.text().into_owned();
-            Event::default().event("tick")?.id(text.clone()).map(|e| e.data(text))
+            Event::default()
+                .event("tick")?
+                .id(text.clone())
+                .map(|e| e.data(text))
         });
     let app = Router::new().route("/events", get(events)).layer(layer);
     let addr = support::serve_axum(app).await;
@@ -176,7 +181,10 @@ async fn reads_a_layer_stream_over_tcp() {
     let mut seen = Vec::new();
     while let Some(message) = reader.next_event().await {
         let message = message.expect("a clean stream"); // ok: test
-        seen.push((message.event().map(str::to_owned), message.text().into_owned()));
+        seen.push((
+            message.event().map(str::to_owned),
+            message.text().into_owned(),
+        ));
     }
     assert_eq!(
         seen,
