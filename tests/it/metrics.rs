@@ -61,56 +61,61 @@ fn request(path: &str) -> http::Request<Body> {
         .expect("a request") // ok: test
 }
 
-#[test]
-fn gauges_follow_open_streams_and_hub_subscribers() {
-    let recorder = DebuggingRecorder::new();
+/// The known sequence: a stream that completes (the retry hint and three events), three open
+/// at once and a fourth refused, then the /b clients leave and the /s client stalls (never asks
+/// again). `while_open` sees the recorder while the three are open.
+async fn known_sequence(while_open: impl FnOnce()) {
+    let app = app();
+    let response = app.clone().oneshot(request("/a")).await.expect("response"); // ok: test
+    let body = support::collect(response.into_body()).await;
+    assert_eq!(body.len(), 13 + 9 + 10 + 11);
+    let mut open = Vec::new();
+    for path in ["/b/1", "/b/2", "/s"] {
+        let response = app.clone().oneshot(request(path)).await.expect("response"); // ok: test
+        let mut body = response.into_body();
+        assert!(support::next_data(&mut body).await.is_some());
+        open.push(body);
+    }
+    let refused = app
+        .clone()
+        .oneshot(request("/b/3"))
+        .await
+        .expect("response"); // ok: test
+    let refused = support::collect(refused.into_body()).await;
+    assert!(support::text(&refused).starts_with("retry: 1"));
+    while_open();
+    let stalled = open.pop();
+    drop(open);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stalled);
+}
+
+/// Runs `test` on a current-thread runtime with `recorder` as this thread's recorder.
+fn recorded(recorder: &DebuggingRecorder, test: impl std::future::Future<Output = ()>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a runtime"); // ok: test
-    metrics::with_local_recorder(&recorder, || {
-        runtime.block_on(async {
-            let app = app();
-            // A stream that completes: the retry hint and three events.
-            let response = app.clone().oneshot(request("/a")).await.expect("response"); // ok: test
-            let body = support::collect(response.into_body()).await;
-            assert_eq!(body.len(), 13 + 9 + 10 + 11);
+    metrics::with_local_recorder(recorder, || runtime.block_on(test));
+}
 
-            // Three streams open at once (two routes' worth of one pattern), a fourth refused;
-            // the gauge sees them open.
-            let mut open = Vec::new();
-            for path in ["/b/1", "/b/2", "/s"] {
-                let response = app.clone().oneshot(request(path)).await.expect("response"); // ok: test
-                let mut body = response.into_body();
-                assert!(support::next_data(&mut body).await.is_some());
-                open.push(body);
-            }
-            let refused = app
-                .clone()
-                .oneshot(request("/b/3"))
-                .await
-                .expect("response"); // ok: test
-            let refused = support::collect(refused.into_body()).await;
-            assert!(support::text(&refused).starts_with("retry: 1"));
+#[test]
+fn gauges_follow_open_streams_and_hub_subscribers() {
+    let recorder = DebuggingRecorder::new();
+    recorded(&recorder, async {
+        known_sequence(|| {
             let during = snapshot(&recorder);
             assert_eq!(during["sse_streams_open{route=/b/{id}}"], "2");
             assert_eq!(during["sse_streams_open{route=/s}"], "1");
-
-            // The /b clients leave; the /s client stalls (never asks again).
-            let stalled = open.pop();
-            drop(open);
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            drop(stalled);
-
-            // Hub activity.
-            let hub = tower_sse::hub::Hub::builder().build();
-            let subscription = hub.subscribe(["news"], None).expect("a subscription"); // ok: test
-            for n in 0..2 {
-                let event = tower_sse::Event::default().data(format!("{n}"));
-                hub.publish("news", event).await.expect("published"); // ok: test
-            }
-            drop(subscription);
         })
+        .await;
+        let hub = tower_sse::hub::Hub::builder().build();
+        let subscription = hub.subscribe(["news"], None).expect("a subscription"); // ok: test
+        for n in 0..2 {
+            let event = tower_sse::Event::default().data(format!("{n}"));
+            hub.publish("news", event).await.expect("published"); // ok: test
+        }
+        drop(subscription);
     });
     // The snapshot in the middle reset the gauges (a recorder's snapshot takes the values);
     // since then, the three open streams closed and each took one off its gauge.
@@ -121,40 +126,11 @@ fn gauges_follow_open_streams_and_hub_subscribers() {
     assert_eq!(after["sse_hub_publishes_total{}"], "2");
 }
 
-/// A known sequence (a stream that completes, two that the client leaves, one that stalls, one
-/// refused), read in one snapshot at the end: exact values.
+/// The known sequence, read in one snapshot at the end: exact values.
 #[test]
 fn counters_after_opens_events_and_closes() {
     let recorder = DebuggingRecorder::new();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime"); // ok: test
-    metrics::with_local_recorder(&recorder, || {
-        runtime.block_on(async {
-            let app = app();
-            let response = app.clone().oneshot(request("/a")).await.expect("response"); // ok: test
-            support::collect(response.into_body()).await;
-            let mut open = Vec::new();
-            for path in ["/b/1", "/b/2", "/s"] {
-                let response = app.clone().oneshot(request(path)).await.expect("response"); // ok: test
-                let mut body = response.into_body();
-                assert!(support::next_data(&mut body).await.is_some());
-                open.push(body);
-            }
-            let refused = app
-                .clone()
-                .oneshot(request("/b/3"))
-                .await
-                .expect("response"); // ok: test
-            support::collect(refused.into_body()).await;
-            // The /b clients leave; the /s client stalls (never asks again).
-            let stalled = open.pop();
-            drop(open);
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            drop(stalled);
-        })
-    });
+    recorded(&recorder, known_sequence(|| {}));
     let after = snapshot(&recorder);
     let expected: BTreeMap<String, String> = [
         ("sse_streams_open{route=/a}", "0"),
