@@ -106,7 +106,7 @@ async fn respond(
                     .get::<tower_sse::LastEventId>()
                     .cloned();
                 async move {
-                    let subscription = hub.subscribe(["bench"], last).expect("a valid topic");
+                    let subscription = hub.subscribe(["bench"], last).await.expect("a valid topic");
                     Ok::<_, Infallible>(subscription.into_http())
                 }
             });

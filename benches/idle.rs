@@ -122,7 +122,7 @@ async fn respond(
             let inner = service_fn(move |_: Request<Incoming>| {
                 let topic = topic.clone();
                 async move {
-                    let subscription = hub().subscribe([topic.as_str()], None);
+                    let subscription = hub().subscribe([topic.as_str()], None).await;
                     let subscription = subscription.expect("a valid topic");
                     if one_event {
                         let event = tower_sse::Event::default().data(FIRST);

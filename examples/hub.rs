@@ -3,7 +3,7 @@
 //! or a `reset` event when the server's memory of it is gone.
 //!
 //! ```text
-//! cargo run --example hub --features hub,axum            # 127.0.0.1:3002 (--listen ADDR)
+//! cargo run --example hub --features hub                  # 127.0.0.1:3002 (--listen ADDR)
 //! open http://127.0.0.1:3002                              # a page per tab; publish from any
 //! curl -N -H 'Authorization: Bearer open-sesame' http://127.0.0.1:3002/events/board
 //! curl -H 'Authorization: Bearer open-sesame' --data 'hello' 'http://127.0.0.1:3002/publish/board?event=note'
@@ -15,19 +15,35 @@
 //! - `POST /publish/{topic}` with the event's data as the body, `?event=NAME` optional: answers
 //!   `200` with the id the hub gave it; an invalid topic or event name is a `400`.
 //!
+//! - `GET /ready`: `200` when the hub can publish and subscribe, `503` while its Redis is
+//!   unreachable (for a load balancer's health check).
+//!
 //! Both need the token (`HUB_TOKEN`, default `open-sesame`) as `Authorization: Bearer`, or as
 //! the `hub_token` cookie the page at `/` sets: topic names come from the path, and must be
 //! authorised like any resource before the hub is asked.
+//!
+//! With `--redis URL` (feature `redis`) the hub is on Redis Streams: run several nodes on one
+//! Redis, and an event published on any reaches the pages of every one; a page whose node
+//! stops reconnects to another (behind a load balancer) and resumes there.
+//!
+//! ```text
+//! cargo run --example hub --features redis -- --listen 127.0.0.1:3003 --redis redis://127.0.0.1:6379
+//! ```
+//!
+//! While Redis is unreachable a publish answers `503` with `Retry-After`, and a subscription
+//! answers with an event stream holding only a `retry:` hint: `EventSource` gives up on any
+//! other status, and this way it comes back in five seconds.
 
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use tokio_util::sync::CancellationToken;
-use tower_sse::hub::{Hub, Subscription};
+use tower_sse::hub::{Hub, HubError};
 use tower_sse::{Event, LastEventId, SseLayer};
 
 mod serve;
@@ -40,9 +56,12 @@ struct App {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let listen = listen_arg()?;
+    let args = Args::parse()?;
     let token = std::env::var("HUB_TOKEN").unwrap_or_else(|_| "open-sesame".into());
-    let hub = Hub::memory();
+    let hub = match &args.redis {
+        None => Hub::memory(),
+        Some(url) => on_redis(url)?,
+    };
     let shutdown = CancellationToken::new();
     let sse = SseLayer::new()
         .heartbeat(Duration::from_secs(15))
@@ -54,12 +73,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/", get(page))
         .route("/events/{topics}", get(events))
         .route("/publish/{topic}", post(publish))
+        .route("/ready", get(ready))
         .with_state(App { hub, token })
         .layer(sse);
 
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let addr = listener.local_addr()?;
-    println!("hub board on http://{addr}");
+    match &args.redis {
+        None => println!("hub board on http://{addr}"),
+        Some(url) => println!("hub board on http://{addr}, on Redis at {url}"),
+    }
     serve::cancel_on_signal(shutdown.clone());
     serve::serve(listener, app, shutdown, |_| {}).await;
     println!("stopped");
@@ -71,16 +94,30 @@ async fn events(
     State(app): State<App>,
     Path(topics): Path<String>,
     headers: HeaderMap,
-    last: Option<LastEventId>,
-) -> Result<Subscription, Response> {
-    authorise(&app, &headers).map_err(IntoResponse::into_response)?;
+    last: Option<Extension<LastEventId>>,
+) -> Response {
+    if let Err(refused) = authorise(&app, &headers) {
+        return refused.into_response();
+    }
     let topics = topics.split(',').filter(|topic| !topic.is_empty());
-    let subscription = app
+    match app
         .hub
-        .subscribe(topics, last)
-        .map_err(IntoResponse::into_response)?;
-    println!("subscribed: {:?}", subscription.resume());
-    Ok(subscription)
+        .subscribe(topics, last.map(|Extension(id)| id))
+        .await
+    {
+        Ok(subscription) => {
+            println!("subscribed: {:?}", subscription.resume());
+            subscription.into_http().map(Body::new)
+        }
+        // The client's `EventSource` would give up on a 503: this stream only tells it when to
+        // come back (the layer passes the hint on), and ends.
+        Err(HubError::Unavailable(error)) => {
+            println!("subscribe refused, Redis unavailable: {error}");
+            let retry = "retry: 5000\n\n";
+            ([(header::CONTENT_TYPE, "text/event-stream")], retry).into_response()
+        }
+        Err(error) => error.into_http().map(Body::from),
+    }
 }
 
 /// The event name a publish may ask for.
@@ -108,8 +145,27 @@ async fn publish(
         .hub
         .publish(&topic, event)
         .await
-        .map_err(IntoResponse::into_response)?;
+        .map_err(|error| error.into_http().map(Body::from))?;
     Ok(id)
+}
+
+/// `200` when the hub can publish and subscribe, else `503` with the reason.
+async fn ready(State(app): State<App>) -> Response {
+    match app.hub.ready().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(error) => error.into_http().map(Body::from),
+    }
+}
+
+/// The hub on the Redis at `url`, with `MAXLEN ~ 1000` per topic (the default history).
+#[cfg(feature = "redis")]
+fn on_redis(url: &str) -> Result<Hub, HubError> {
+    Hub::builder().redis(tower_sse::hub::Redis::open(url)?)
+}
+
+#[cfg(not(feature = "redis"))]
+fn on_redis(_: &str) -> Result<Hub, String> {
+    Err("--redis needs the `redis` feature: cargo run --example hub --features redis".into())
 }
 
 /// The token as a bearer token, or the `hub_token` cookie; `401` otherwise.
@@ -138,13 +194,29 @@ async fn page(State(app): State<App>) -> impl IntoResponse {
     ([(header::SET_COOKIE, cookie)], Html(PAGE))
 }
 
-/// `--listen ADDR`, default `127.0.0.1:3002`.
-fn listen_arg() -> Result<String, String> {
-    let mut args = std::env::args().skip(1);
-    match (args.next().as_deref(), args.next()) {
-        (None, _) => Ok("127.0.0.1:3002".into()),
-        (Some("--listen"), Some(addr)) => Ok(addr),
-        _ => Err("usage: hub [--listen 127.0.0.1:3002]".into()),
+/// The command line: `--listen ADDR` (default `127.0.0.1:3002`), `--redis URL`.
+struct Args {
+    listen: String,
+    redis: Option<String>,
+}
+
+impl Args {
+    fn parse() -> Result<Self, String> {
+        const USAGE: &str = "usage: hub [--listen 127.0.0.1:3002] [--redis redis://127.0.0.1:6379]";
+        let mut parsed = Self {
+            listen: "127.0.0.1:3002".into(),
+            redis: None,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or(USAGE)?;
+            match flag.as_str() {
+                "--listen" => parsed.listen = value,
+                "--redis" => parsed.redis = Some(value),
+                _ => return Err(USAGE.into()),
+            }
+        }
+        Ok(parsed)
     }
 }
 

@@ -23,6 +23,20 @@ impl LastEventId {
     /// The header name clients send.
     pub const HEADER: &'static str = "last-event-id";
 
+    /// An id given another way than the header (a polyfill's `?lastEventId=` query
+    /// parameter, a test); `None` when empty, as a client without an id sends none.
+    ///
+    /// ```
+    /// use tower_sse::LastEventId;
+    ///
+    /// assert_eq!(LastEventId::new("42").map(LastEventId::into_string).as_deref(), Some("42"));
+    /// assert_eq!(LastEventId::new(""), None);
+    /// ```
+    pub fn new(id: impl Into<String>) -> Option<Self> {
+        let id = id.into();
+        (!id.is_empty()).then_some(Self(id))
+    }
+
     pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
         let value = headers.get(Self::HEADER)?;
         let id = std::str::from_utf8(value.as_bytes()).ok()?;

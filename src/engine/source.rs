@@ -79,6 +79,21 @@ impl Output<'_> {
         self.tracker.event_sent(id);
     }
 
+    /// Writes one event whose fields are already encoded (`body`: whole lines, without an id
+    /// and the blank line), followed by its `id`.
+    #[allow(dead_code)] // the Redis engine's subscriptions of several topics
+    pub(crate) fn encoded_with_id(&mut self, body: &[u8], id: Bytes) {
+        self.reserve();
+        self.buf.write(|buf| {
+            buf.reserve(body.len() + id.len() + 6);
+            buf.extend_from_slice(body);
+            buf.extend_from_slice(b"id: ");
+            buf.extend_from_slice(&id);
+            buf.extend_from_slice(b"\n\n");
+        });
+        self.tracker.event_sent(Some(id));
+    }
+
     /// The source is ending for `reason` (it then returns `Ready(Ok(()))`); the first reason
     /// given stands.
     #[allow(dead_code)] // the hub's subscriptions are the first source to end for a reason

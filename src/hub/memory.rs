@@ -8,16 +8,19 @@
 //! a duplicate, whatever publishers do meanwhile.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Waker;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 
 use super::id::{self, Position};
-use super::{GapReason, HubConfig, HubError};
-use crate::engine::Output;
-use crate::Event;
+use super::queue::{Queue, Weighed};
+use super::subscription::{poll_live, Counted};
+use super::{GapReason, HubConfig, HubError, Resume};
+use crate::engine::{BoxSource, Output, Source};
+use crate::{Event, StreamError};
 
 /// One published event, encoded once; subscribers share its bytes.
 #[derive(Debug, Clone)]
@@ -26,6 +29,12 @@ pub(super) struct Entry {
     /// The whole event on the wire, its id line included.
     pub(super) encoded: Bytes,
     pub(super) id: Bytes,
+}
+
+impl Weighed for Entry {
+    fn size(&self) -> usize {
+        self.encoded.len()
+    }
 }
 
 /// The embedded engine.
@@ -57,14 +66,14 @@ struct Topic {
     trimmed: u64,
     /// The last sequence number published here.
     last: u64,
-    subscribers: HashMap<u64, Arc<Queue>>,
+    subscribers: HashMap<u64, Arc<Queue<Entry>>>,
 }
 
 /// What a subscribe found, under the lock.
-pub(super) struct Joined {
+struct Joined {
     /// The retained events to send first, in sequence order.
-    pub(super) replay: VecDeque<Entry>,
-    pub(super) gap: Option<GapReason>,
+    replay: VecDeque<Entry>,
+    gap: Option<GapReason>,
 }
 
 impl Memory {
@@ -83,14 +92,30 @@ impl Memory {
         }
     }
 
-    /// A queue for a new subscriber.
-    pub(super) fn queue(&self) -> Arc<Queue> {
-        Arc::new(Queue::new(self.next_queue.fetch_add(1, Ordering::Relaxed)))
-    }
-
-    /// Where a client's `Last-Event-ID` places it in this hub.
-    pub(super) fn position(&self, id: &str) -> Position {
-        id::parse(self.epoch, id)
+    /// Subscribes to `topics` (validated, sorted, without duplicates) after `last_event_id`.
+    pub(super) fn subscribe(
+        self: &Arc<Self>,
+        topics: Vec<Arc<str>>,
+        last_event_id: Option<&str>,
+    ) -> Result<(BoxSource, Resume), HubError> {
+        let position = last_event_id.map(|id| id::parse(self.epoch, id));
+        let queue = Arc::new(Queue::new(
+            self.next_queue.fetch_add(1, Ordering::Relaxed),
+            self.config.queue_bounds(),
+        ));
+        let joined = self.join(&topics, position, &queue)?;
+        let resume = Resume::of(joined.gap, position.is_some(), joined.replay.len());
+        let source = Subscriber {
+            memory: self.clone(),
+            gap: joined
+                .gap
+                .and_then(|reason| (self.config.gap_event)(reason)),
+            topics,
+            queue,
+            replay: joined.replay,
+            _counted: Counted::new(),
+        };
+        Ok((Box::pin(source), resume))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -132,9 +157,7 @@ impl Memory {
         let before = topic.history_bytes;
         topic.keep(entry.clone(), &self.config);
         let after = topic.history_bytes;
-        topic
-            .subscribers
-            .retain(|_, queue| queue.push(&entry, &self.config));
+        topic.subscribers.retain(|_, queue| queue.push(&entry));
         state.history_bytes = state.history_bytes - before + after;
         state.evict(&self.config);
         Ok(id)
@@ -142,11 +165,11 @@ impl Memory {
 
     /// Registers `queue` on `topics` (validated, without duplicates) and takes what it must
     /// replay: after `position`, or everything retained after a gap.
-    pub(super) fn join(
+    fn join(
         &self,
         topics: &[Arc<str>],
         position: Option<Position>,
-        queue: &Arc<Queue>,
+        queue: &Arc<Queue<Entry>>,
     ) -> Result<Joined, HubError> {
         let mut state = self.lock();
         if state.closed {
@@ -189,7 +212,7 @@ impl Memory {
 
     /// Removes `queue` from `topics`; a topic left with neither subscribers nor history is
     /// dropped.
-    pub(super) fn leave(&self, topics: &[Arc<str>], queue: &Arc<Queue>) {
+    fn leave(&self, topics: &[Arc<str>], queue: &Arc<Queue<Entry>>) {
         let mut state = self.lock();
         for name in topics {
             let Some(topic) = state.topics.get_mut(name) else {
@@ -202,6 +225,14 @@ impl Memory {
                 state.forgotten = state.forgotten.max(last);
             }
         }
+    }
+
+    /// Ready unless closed.
+    pub(super) fn ready(&self) -> Result<(), HubError> {
+        if self.lock().closed {
+            return Err(HubError::Closed);
+        }
+        Ok(())
     }
 
     /// Refuses further publishes and subscribes; open subscriptions end after what is queued.
@@ -279,101 +310,41 @@ impl Topic {
     }
 }
 
-/// One subscriber's queue of live events, bounded by events and bytes. A subscriber that falls
-/// behind it is marked lagged and taken off its topics: its stream ends after what is queued.
-pub(super) struct Queue {
-    id: u64,
-    state: Mutex<QueueState>,
+/// The source of a subscriber's stream: the gap event, the replay, then its live queue. It
+/// leaves its topics when dropped.
+struct Subscriber {
+    memory: Arc<Memory>,
+    topics: Vec<Arc<str>>,
+    queue: Arc<Queue<Entry>>,
+    gap: Option<Event>,
+    replay: VecDeque<Entry>,
+    _counted: Counted,
 }
 
-#[derive(Default)]
-struct QueueState {
-    items: VecDeque<Entry>,
-    bytes: usize,
-    lagged: bool,
-    closed: bool,
-    waker: Option<Waker>,
-}
-
-/// What a subscriber's queue had.
-pub(super) enum Drained {
-    /// Events were written (or the frame is full).
-    Some,
-    /// Nothing now; the waker is registered.
-    Empty,
-    /// Nothing left, and no more will come: the subscriber lagged.
-    Lagged,
-    /// Nothing left, and no more will come: the hub closed.
-    Closed,
-}
-
-impl Queue {
-    fn new(id: u64) -> Self {
-        Self {
-            id,
-            state: Mutex::new(QueueState::default()),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Queues `entry`; false when the subscriber is lagged (or gone) and should be dropped from
-    /// the topic. A single event larger than the byte bound is still queued when it is alone.
-    fn push(&self, entry: &Entry, config: &HubConfig) -> bool {
-        let mut state = self.lock();
-        if state.lagged || state.closed {
-            return false;
-        }
-        let full = state.items.len() >= config.queue_events
-            || (!state.items.is_empty() && state.bytes + entry.encoded.len() > config.queue_bytes);
-        if full {
-            state.lagged = true;
-        } else {
-            state.bytes += entry.encoded.len();
-            state.items.push_back(entry.clone());
-        }
-        if let Some(waker) = state.waker.take() {
-            waker.wake();
-        }
-        !full
-    }
-
-    fn close(&self) {
-        let mut state = self.lock();
-        state.closed = true;
-        if let Some(waker) = state.waker.take() {
-            waker.wake();
-        }
-    }
-
-    /// Writes queued events into `out` until it is full, or registers `waker` when there are
-    /// none. The events' bytes are shared, not copied, when one fills a frame alone.
-    pub(super) fn drain(&self, out: &mut Output<'_>, waker: &Waker) -> Drained {
-        let mut state = self.lock();
-        if state.items.is_empty() {
-            if state.lagged {
-                return Drained::Lagged;
-            }
-            if state.closed {
-                return Drained::Closed;
-            }
-            match &mut state.waker {
-                Some(known) if known.will_wake(waker) => {}
-                slot => *slot = Some(waker.clone()),
-            }
-            return Drained::Empty;
+impl Source for Subscriber {
+    fn poll_events(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut Output<'_>,
+    ) -> Poll<Result<(), StreamError>> {
+        let this = self.get_mut();
+        if let Some(gap) = this.gap.take() {
+            out.event(gap);
         }
         while !out.is_full() {
-            let Some(entry) = state.items.pop_front() else {
+            let Some(entry) = this.replay.pop_front() else {
                 break;
             };
-            state.bytes -= entry.encoded.len();
             out.encoded(&entry.encoded, Some(entry.id));
         }
-        Drained::Some
+        poll_live(&this.queue, cx, out, |out, entry| {
+            out.encoded(&entry.encoded, Some(entry.id));
+        })
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.memory.leave(&self.topics, &self.queue);
     }
 }

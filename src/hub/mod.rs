@@ -13,7 +13,7 @@
 //!     last: Option<Extension<LastEventId>>,
 //! ) -> Result<Subscription, HubError> {
 //!     // Authorise `topic` here, as any resource named by a path.
-//!     hub.subscribe([topic], last.map(|Extension(id)| id))
+//!     hub.subscribe([topic], last.map(|Extension(id)| id)).await
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,12 +42,17 @@
 
 mod id;
 mod memory;
+mod queue;
+#[cfg(feature = "redis")]
+mod redis;
 mod subscription;
 
 use std::sync::Arc;
 
 use crate::{Event, EventError, LastEventId};
 
+#[cfg(feature = "redis")]
+pub use self::redis::Redis;
 pub use subscription::{Resume, Subscription};
 
 use memory::Memory;
@@ -92,27 +97,45 @@ pub enum HubError {
     Event(EventError),
     /// The hub was closed.
     Closed,
+    /// The hub's store cannot be reached now (Redis is down or unreachable): nothing was
+    /// published, and a subscription was not made. Retry later.
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+    /// The hub's engine was configured wrongly (a Redis URL or key prefix, or no Tokio runtime
+    /// to run in).
+    Config(String),
 }
 
 impl HubError {
-    /// The HTTP status that answers it: `400` for the client's mistakes, `503` for a closed hub,
-    /// `500` otherwise.
+    /// The HTTP status that answers it: `400` for the client's mistakes, `503` for a closed or
+    /// unavailable hub, `500` otherwise.
     pub fn status(&self) -> http::StatusCode {
         match self {
             Self::InvalidTopic(_) | Self::TopicCount { .. } => http::StatusCode::BAD_REQUEST,
-            Self::Closed => http::StatusCode::SERVICE_UNAVAILABLE,
-            Self::Event(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Closed | Self::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+            Self::Event(_) | Self::Config(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// The error as a plain-text response with its [status](Self::status).
+    /// The error as a plain-text response with its [status](Self::status); an unavailable
+    /// hub's says `Retry-After: 5`.
+    ///
+    /// `EventSource` gives up for good on any status but `200`: a subscribe handler that wants
+    /// browsers to come back after an outage answers [`HubError::Unavailable`] with an event
+    /// stream holding only a `retry:` hint instead (as `examples/hub.rs` does).
     pub fn into_http(self) -> http::Response<String> {
         let mut response = http::Response::new(format!("{self}\n"));
         *response.status_mut() = self.status();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if matches!(self, Self::Unavailable(_)) {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("5"),
+            );
+        }
         response
     }
 }
@@ -126,6 +149,8 @@ impl std::fmt::Display for HubError {
             }
             Self::Event(error) => write!(f, "the event could not be given its id: {error}"),
             Self::Closed => f.write_str("the hub is closed"),
+            Self::Unavailable(error) => write!(f, "the hub's store is unavailable: {error}"),
+            Self::Config(why) => write!(f, "the hub is misconfigured: {why}"),
         }
     }
 }
@@ -134,6 +159,7 @@ impl std::error::Error for HubError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Event(error) => Some(error),
+            Self::Unavailable(error) => Some(&**error),
             _ => None,
         }
     }
@@ -160,6 +186,15 @@ pub(crate) struct HubConfig {
     topics_per_subscription: usize,
     topic_len: usize,
     gap_event: GapEvent,
+}
+
+impl HubConfig {
+    fn queue_bounds(&self) -> queue::Bounds {
+        queue::Bounds {
+            events: self.queue_events,
+            bytes: self.queue_bytes,
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -243,8 +278,22 @@ impl HubBuilder {
     /// The hub, with its engine in this process's memory.
     pub fn build(self) -> Hub {
         Hub {
-            memory: Arc::new(Memory::new(self.config)),
+            engine: Engine::Memory(Arc::new(Memory::new(self.config))),
         }
+    }
+
+    /// The hub, with its engine on Redis Streams (feature `redis`): every hub on the same
+    /// Redis and key prefix shares topics, ids and history, so a client resumes on any node.
+    /// See [`Redis`] for the keys and the connections.
+    ///
+    /// It connects in the background, and again after a failure, with backoff: building never
+    /// waits for Redis (see [`Hub::ready`]). It must be called within a Tokio runtime (its
+    /// readers are tasks), else [`HubError::Config`].
+    #[cfg(feature = "redis")]
+    pub fn redis(self, redis: Redis) -> Result<Hub, HubError> {
+        Ok(Hub {
+            engine: Engine::Redis(redis.start(self.config)?),
+        })
     }
 }
 
@@ -253,7 +302,25 @@ impl HubBuilder {
 /// See the [module documentation](self) for the rules it keeps.
 #[derive(Clone)]
 pub struct Hub {
-    memory: Arc<Memory>,
+    engine: Engine,
+}
+
+/// Where the hub keeps its topics.
+#[derive(Clone)]
+enum Engine {
+    Memory(Arc<Memory>),
+    #[cfg(feature = "redis")]
+    Redis(Arc<redis::Engine>),
+}
+
+impl Engine {
+    fn config(&self) -> &HubConfig {
+        match self {
+            Self::Memory(memory) => &memory.config,
+            #[cfg(feature = "redis")]
+            Self::Redis(redis) => redis.config(),
+        }
+    }
 }
 
 impl Hub {
@@ -268,24 +335,39 @@ impl Hub {
         HubBuilder::default()
     }
 
-    fn engine(&self) -> &Memory {
-        &self.memory
-    }
-
     /// Publishes `event` on `topic`, and returns the id it was given (an id the event had is
     /// replaced). Every subscriber of the topic receives it; none can make this wait or fail.
+    /// On Redis it fails with [`HubError::Unavailable`] while Redis cannot be reached: an
+    /// event is never dropped silently.
     pub async fn publish(&self, topic: &str, event: Event) -> Result<String, HubError> {
         self.validate(topic)?;
-        let id = self.memory.publish(topic, event)?;
+        let id = match &self.engine {
+            Engine::Memory(memory) => memory.publish(topic, event)?,
+            #[cfg(feature = "redis")]
+            Engine::Redis(redis) => redis.publish(topic, event).await?,
+        };
         crate::metrics::hub_published();
         Ok(id)
+    }
+
+    /// Whether the hub can publish and subscribe now: always for the embedded engine; on Redis,
+    /// whether Redis answers (a readiness check), else [`HubError::Unavailable`].
+    pub async fn ready(&self) -> Result<(), HubError> {
+        match &self.engine {
+            Engine::Memory(memory) => memory.ready(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(redis) => redis.ready().await,
+        }
     }
 
     /// Subscribes to `topics` (duplicates count once), resuming after `last_event_id`: the
     /// retained events after it, then live ones; or, when the id cannot be resumed, a gap event
     /// first. Without an id, live events only. Which topics a client may subscribe to is the
     /// application's decision: check it before calling this.
-    pub fn subscribe<I, T>(
+    ///
+    /// On Redis this reads the history to replay (one round trip per topic), and fails with
+    /// [`HubError::Unavailable`] while Redis cannot be reached.
+    pub async fn subscribe<I, T>(
         &self,
         topics: I,
         last_event_id: Option<LastEventId>,
@@ -294,7 +376,7 @@ impl Hub {
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
-        let config = &self.memory.config;
+        let config = self.engine.config();
         let mut names: Vec<Arc<str>> = Vec::new();
         for topic in topics {
             let topic = topic.as_ref();
@@ -309,24 +391,14 @@ impl Hub {
                 limit: config.topics_per_subscription,
             });
         }
-        let position = last_event_id.map(|id| self.memory.position(id.as_str()));
-        let queue = self.memory.queue();
-        let joined = self.memory.join(&names, position, &queue)?;
-        let replayed = joined.replay.len();
-        let (resume, gap) = match joined.gap {
-            Some(reason) => (Resume::Gap { reason, replayed }, (config.gap_event)(reason)),
-            None if position.is_some() => (Resume::Resumed { replayed }, None),
-            None => (Resume::Fresh, None),
+        let last = last_event_id.as_ref().map(LastEventId::as_str);
+        let (source, resume) = match &self.engine {
+            Engine::Memory(memory) => memory.subscribe(names.clone(), last)?,
+            #[cfg(feature = "redis")]
+            Engine::Redis(redis) => redis.subscribe(names.clone(), last).await?,
         };
         tracing::debug!(topics = names.len(), ?resume, "hub subscription");
-        Ok(Subscription::new(
-            self.clone(),
-            names,
-            queue,
-            joined.replay,
-            gap,
-            resume,
-        ))
+        Ok(Subscription::new(source, names, resume))
     }
 
     /// Closes the hub: publishes and subscribes fail with [`HubError::Closed`], and open
@@ -335,11 +407,25 @@ impl Hub {
     /// [shutdown](crate::SseLayer::graceful_shutdown) end the streams instead (clients come back
     /// to the new process, and are told of the gap).
     pub fn close(&self) {
-        self.memory.close();
+        match &self.engine {
+            Engine::Memory(memory) => memory.close(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(redis) => redis.close(),
+        }
+    }
+
+    /// The embedded engine, for tests that look inside it.
+    #[cfg(test)]
+    fn engine(&self) -> &Memory {
+        match &self.engine {
+            Engine::Memory(memory) => memory,
+            #[cfg(feature = "redis")]
+            Engine::Redis(_) => panic!("the embedded engine's tests use an embedded hub"), // ok: test
+        }
     }
 
     fn validate(&self, topic: &str) -> Result<(), HubError> {
-        let limit = self.memory.config.topic_len;
+        let limit = self.engine.config().topic_len;
         if topic.is_empty() || topic.len() > limit {
             return Err(HubError::InvalidTopic(format!(
                 "a topic name is 1 to {limit} bytes, not {}",

@@ -1,19 +1,17 @@
 //! [`Subscription`]: one client's stream of a hub's topics, as a response.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Empty;
 
-use super::memory::{Drained, Entry, Queue};
-use super::{GapReason, Hub};
+use super::queue::{Drained, Queue, Weighed};
+use super::GapReason;
 use crate::config::Config;
-use crate::engine::{BoxSource, Handoff, HandoffSlot, Output, Source};
+use crate::engine::{BoxSource, Handoff, HandoffSlot, Output};
 use crate::headers::set_event_stream_headers;
-use crate::{CloseReason, Event, SseBody, StreamError};
+use crate::{CloseReason, SseBody, StreamError};
 
 /// How a subscription began, for the application to log or count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +35,8 @@ pub enum Resume {
     },
 }
 
-/// A client's subscription to one or more topics of a [`Hub`]: an event stream response.
+/// A client's subscription to one or more topics of a [`Hub`](super::Hub): an event stream
+/// response.
 ///
 /// Behind [`SseLayer`](crate::SseLayer) it is served by the layer's engine with the layer's
 /// settings (retry hint, heartbeats, shutdown, maximum age, write deadline, `on_close`),
@@ -45,28 +44,16 @@ pub enum Resume {
 /// the default settings. Turn it into a response with [`into_http`](Self::into_http), or
 /// return it from an axum handler (feature `axum`).
 pub struct Subscription {
-    source: SubscriberSource,
+    source: BoxSource,
+    topics: Vec<Arc<str>>,
     resume: Resume,
 }
 
 impl Subscription {
-    pub(super) fn new(
-        hub: Hub,
-        topics: Vec<Arc<str>>,
-        queue: Arc<Queue>,
-        replay: VecDeque<Entry>,
-        gap: Option<Event>,
-        resume: Resume,
-    ) -> Self {
-        crate::metrics::hub_subscribers(1.0);
+    pub(super) fn new(source: BoxSource, topics: Vec<Arc<str>>, resume: Resume) -> Self {
         Self {
-            source: SubscriberSource {
-                hub,
-                topics,
-                queue,
-                gap,
-                replay,
-            },
+            source,
+            topics,
             resume,
         }
     }
@@ -78,8 +65,7 @@ impl Subscription {
 
     /// The subscription as an event stream response.
     pub fn into_http(self) -> http::Response<SseBody<Empty<Bytes>>> {
-        let source: BoxSource = Box::pin(self.source);
-        let slot = HandoffSlot::new(source);
+        let slot = HandoffSlot::new(self.source);
         let body = SseBody::handoff(
             Handoff::Waiting(slot.clone()),
             Config::shared_default(),
@@ -96,7 +82,7 @@ impl Subscription {
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("topics", &self.source.topics)
+            .field("topics", &self.topics)
             .field("resume", &self.resume)
             .finish_non_exhaustive()
     }
@@ -108,52 +94,59 @@ impl From<Subscription> for http::Response<SseBody<Empty<Bytes>>> {
     }
 }
 
-/// The source of a subscriber's stream: the gap event, the replay, then its live queue. It
-/// leaves its topics when dropped.
-struct SubscriberSource {
-    hub: Hub,
-    topics: Vec<Arc<str>>,
-    queue: Arc<Queue>,
-    gap: Option<Event>,
-    replay: VecDeque<Entry>,
-}
-
-impl Source for SubscriberSource {
-    fn poll_events(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut Output<'_>,
-    ) -> Poll<Result<(), StreamError>> {
-        let this = self.get_mut();
-        if let Some(gap) = this.gap.take() {
-            out.event(gap);
-        }
-        while !out.is_full() {
-            let Some(entry) = this.replay.pop_front() else {
-                break;
-            };
-            out.encoded(&entry.encoded, Some(entry.id));
-        }
-        loop {
-            if out.is_full() {
-                return Poll::Pending;
-            }
-            match this.queue.drain(out, cx.waker()) {
-                Drained::Some => {}
-                Drained::Empty => return Poll::Pending,
-                Drained::Lagged => {
-                    out.closing(CloseReason::Lagged);
-                    return Poll::Ready(Ok(()));
-                }
-                Drained::Closed => return Poll::Ready(Ok(())),
-            }
+impl Resume {
+    /// The outcome of a subscribe: a gap if any, else resumed when the client gave an id.
+    pub(super) fn of(gap: Option<GapReason>, had_id: bool, replayed: usize) -> Self {
+        match gap {
+            Some(reason) => Self::Gap { reason, replayed },
+            None if had_id => Self::Resumed { replayed },
+            None => Self::Fresh,
         }
     }
 }
 
-impl Drop for SubscriberSource {
+/// Counts one hub subscriber in the metrics while it lives: each engine's subscriber source
+/// holds one.
+pub(super) struct Counted(());
+
+impl Counted {
+    pub(super) fn new() -> Self {
+        crate::metrics::hub_subscribers(1.0);
+        Self(())
+    }
+}
+
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.hub.engine().leave(&self.topics, &self.queue);
         crate::metrics::hub_subscribers(-1.0);
+    }
+}
+
+/// The live part of a subscriber's source: hands what `queue` holds to `write` until the frame
+/// is full, and ends the stream when the subscriber lagged (with
+/// [`CloseReason::Lagged`]) or the hub closed.
+pub(super) fn poll_live<T: Weighed + Clone>(
+    queue: &Queue<T>,
+    cx: &mut Context<'_>,
+    out: &mut Output<'_>,
+    mut write: impl FnMut(&mut Output<'_>, T),
+) -> Poll<Result<(), StreamError>> {
+    loop {
+        if out.is_full() {
+            return Poll::Pending;
+        }
+        let drained = queue.drain(cx.waker(), |item| {
+            write(out, item);
+            !out.is_full()
+        });
+        match drained {
+            Drained::Some => {}
+            Drained::Empty => return Poll::Pending,
+            Drained::Lagged => {
+                out.closing(CloseReason::Lagged);
+                return Poll::Ready(Ok(()));
+            }
+            Drained::Closed => return Poll::Ready(Ok(())),
+        }
     }
 }

@@ -102,8 +102,12 @@ fn seq(id: &str) -> u64 {
 #[tokio::test]
 async fn a_published_event_reaches_every_subscriber_with_the_id_it_was_given() {
     let hub = Hub::memory();
-    let mut a = Reader::of(hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}"))); // ok: test
-    let b = hub.subscribe(["t", "t"], None);
+    let mut a = Reader::of(
+        hub.subscribe(["t"], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    ); // ok: test
+    let b = hub.subscribe(["t", "t"], None).await;
     let mut b = Reader::of(b.unwrap_or_else(|e| panic!("{e}"))); // ok: test
 
     // A publisher-set id is replaced.
@@ -133,9 +137,13 @@ async fn a_known_id_resumes_exactly_and_no_id_is_live_only() {
     }
     let resumed = hub
         .subscribe(["t"], last(&ids[4]))
+        .await
         .unwrap_or_else(|e| panic!("{e}")); // ok: test
     assert_eq!(resumed.resume(), Resume::Resumed { replayed: 5 });
-    let fresh = hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let fresh = hub
+        .subscribe(["t"], None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
     assert_eq!(fresh.resume(), Resume::Fresh);
     let (mut resumed, mut fresh) = (Reader::of(resumed), Reader::of(fresh));
     let live = publish(&hub, "t", "live").await;
@@ -165,6 +173,7 @@ async fn ids_it_cannot_resume_get_one_gap_event_then_what_is_retained() {
     ] {
         let subscription = hub
             .subscribe(["t"], last(&id))
+            .await
             .unwrap_or_else(|e| panic!("{e}")); // ok: test
         assert_eq!(subscription.resume(), Resume::Gap { reason, replayed });
         let mut reader = Reader::of(subscription);
@@ -182,6 +191,7 @@ async fn ids_it_cannot_resume_get_one_gap_event_then_what_is_retained() {
     // The id the history still covers is no gap.
     let covered = hub
         .subscribe(["t"], last(&ids[2]))
+        .await
         .unwrap_or_else(|e| panic!("{e}")); // ok: test
     assert_eq!(covered.resume(), Resume::Resumed { replayed: 3 });
 }
@@ -203,6 +213,7 @@ async fn several_topics_merge_in_publish_order_and_resume_with_one_id() {
     };
     let subscription = hub
         .subscribe(["a", "b"], last(&all[1].1))
+        .await
         .unwrap_or_else(|e| panic!("{e}")); // ok: test
     let mut reader = Reader::of(subscription);
     let live_c = publish(&hub, "c", "c").await;
@@ -227,8 +238,11 @@ async fn a_subscriber_that_falls_behind_is_ended_after_whole_events_and_catches_
                 .unwrap_or_default()
         }
     });
-    let subscription = hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}")); // ok: test
-                                                                                     // Publishing never waits on the slow subscriber: ten publishes while it reads nothing.
+    let subscription = hub
+        .subscribe(["t"], None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+                                            // Publishing never waits on the slow subscriber: ten publishes while it reads nothing.
     let mut ids = Vec::new();
     for n in 0..10 {
         ids.push(publish(&hub, "t", &n.to_string()).await);
@@ -244,6 +258,7 @@ async fn a_subscriber_that_falls_behind_is_ended_after_whole_events_and_catches_
     // Reconnecting with the last id it got, it catches up from history.
     let again = hub
         .subscribe(["t"], last(&ids[2]))
+        .await
         .unwrap_or_else(|e| panic!("{e}")); // ok: test
     let mut reader = Reader::of(again);
     reader.until(&ids[9]).await;
@@ -255,7 +270,7 @@ async fn bad_topics_and_counts_are_typed_errors_that_create_nothing() {
     let hub = Hub::builder().topics_per_subscription(2).build();
     let long = "x".repeat(257);
     for topic in ["", long.as_str(), "a\nb", "tab\there", "nul\0"] {
-        let error = hub.subscribe([topic], None).err();
+        let error = hub.subscribe([topic], None).await.err();
         assert!(
             matches!(error, Some(HubError::InvalidTopic(_))),
             "{topic:?}"
@@ -269,22 +284,22 @@ async fn bad_topics_and_counts_are_typed_errors_that_create_nothing() {
     }
     let none: [&str; 0] = [];
     assert!(matches!(
-        hub.subscribe(none, None),
+        hub.subscribe(none, None).await,
         Err(HubError::TopicCount { given: 0, .. })
     ));
     assert!(matches!(
-        hub.subscribe(["a", "b", "c"], None),
+        hub.subscribe(["a", "b", "c"], None).await,
         Err(HubError::TopicCount { limit: 2, .. })
     ));
     assert_eq!(hub.engine().topic_count(), 0);
-    assert!(hub.subscribe(["a/b", "ünïcode ✓"], None).is_ok());
+    assert!(hub.subscribe(["a/b", "ünïcode ✓"], None).await.is_ok());
 }
 
 #[tokio::test]
 async fn topics_without_subscribers_or_history_are_dropped_and_the_count_is_bounded() {
     let hub = Hub::builder().max_topics(10, usize::MAX).build();
     for n in 0..100 {
-        drop(hub.subscribe([format!("one-off {n}")], None));
+        drop(hub.subscribe([format!("one-off {n}")], None).await);
     }
     assert_eq!(hub.engine().topic_count(), 0);
     let mut ids = Vec::new();
@@ -305,6 +320,7 @@ async fn topics_without_subscribers_or_history_are_dropped_and_the_count_is_boun
     // An evicted topic's history is gone, and a client resuming on it is told so.
     let evicted = hub
         .subscribe(["kept 0"], last(&ids[0]))
+        .await
         .unwrap_or_else(|e| panic!("{e}")); // ok: test
     assert!(matches!(
         evicted.resume(),
@@ -318,14 +334,21 @@ async fn topics_without_subscribers_or_history_are_dropped_and_the_count_is_boun
 #[tokio::test]
 async fn a_closed_hub_refuses_and_ends_its_streams() {
     let hub = Hub::memory();
-    let mut reader = Reader::of(hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}"))); // ok: test
+    let mut reader = Reader::of(
+        hub.subscribe(["t"], None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    ); // ok: test
     let id = publish(&hub, "t", "last").await;
     hub.close();
     assert!(matches!(
         hub.publish("t", Event::default()).await,
         Err(HubError::Closed)
     ));
-    assert!(matches!(hub.subscribe(["t"], None), Err(HubError::Closed)));
+    assert!(matches!(
+        hub.subscribe(["t"], None).await,
+        Err(HubError::Closed)
+    ));
     reader.until("\u{0}never").await;
     assert!(reader.ended);
     assert_eq!(reader.ids(), [id]);
@@ -396,7 +419,9 @@ async fn resume_is_exact_while_a_publisher_publishes_at_full_rate() {
             let mut received: Vec<String> = Vec::new();
             // Leave and come back (as EventSource does) up to twice, resuming after the last id.
             for round in 0..3 {
-                let subscription = hub.subscribe(["t"], last_id.as_deref().and_then(last));
+                let subscription = hub
+                    .subscribe(["t"], last_id.as_deref().and_then(last))
+                    .await;
                 let subscription = subscription.unwrap_or_else(|e| panic!("{e}")); // ok: test
                 let mut reader = Reader::of(subscription);
                 let leave_after = (round < 2 && xorshift(&mut rng) % 2 == 0)
@@ -410,6 +435,7 @@ async fn resume_is_exact_while_a_publisher_publishes_at_full_rate() {
             }
             let mut reader = Reader::of(
                 hub.subscribe(["t"], last_id.as_deref().and_then(last))
+                    .await
                     .unwrap_or_else(|e| panic!("{e}")), // ok: test
             );
             read_events(&mut reader, None).await;
@@ -456,7 +482,10 @@ async fn shutdown_ends_hub_streams_and_a_restarted_process_reports_the_gap() {
         .no_retry()
         .graceful_shutdown(shutdown.clone())
         .shutdown_event(bye.unwrap_or_default());
-    let subscription = hub.subscribe(["t"], None).unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let subscription = hub
+        .subscribe(["t"], None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
     let mut reader = through(layer, subscription).await;
     let id = publish(&hub, "t", "before").await;
     reader.until(&id).await;
@@ -470,6 +499,7 @@ async fn shutdown_ends_hub_streams_and_a_restarted_process_reports_the_gap() {
     let _ = publish(&restarted, "t", "after").await;
     let again = restarted
         .subscribe(["t"], last(&id))
+        .await
         .unwrap_or_else(|e| panic!("{e}")); // ok: test
     assert_eq!(
         again.resume(),

@@ -20,5 +20,7 @@ mod limits;
 mod metrics;
 mod negotiation;
 mod read;
+#[cfg(feature = "redis")]
+mod redis;
 mod shutdown;
 mod tower_http;

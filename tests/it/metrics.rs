@@ -110,7 +110,7 @@ fn gauges_follow_open_streams_and_hub_subscribers() {
         })
         .await;
         let hub = tower_sse::hub::Hub::builder().build();
-        let subscription = hub.subscribe(["news"], None).expect("a subscription"); // ok: test
+        let subscription = hub.subscribe(["news"], None).await.expect("a subscription"); // ok: test
         for n in 0..2 {
             let event = tower_sse::Event::default().data(format!("{n}"));
             hub.publish("news", event).await.expect("published"); // ok: test

@@ -28,12 +28,13 @@ fn drain<B: Body<Data = bytes::Bytes> + Unpin>(bodies: &mut [B]) -> usize {
 async fn one_publish_to_a_thousand_subscribers_allocates_nothing_per_subscriber() {
     let _alone = support::alloc_counter::alone().await;
     let hub = Hub::memory();
-    let mut bodies: Vec<_> = (0..SUBSCRIBERS)
-        .map(|_| match hub.subscribe(["board"], None) {
-            Ok(subscription) => Box::pin(subscription.into_http().into_body()),
+    let mut bodies = Vec::with_capacity(SUBSCRIBERS);
+    for _ in 0..SUBSCRIBERS {
+        match hub.subscribe(["board"], None).await {
+            Ok(subscription) => bodies.push(Box::pin(subscription.into_http().into_body())),
             Err(error) => panic!("subscribe: {error}"), // ok: test
-        })
-        .collect();
+        }
+    }
     // The first event sizes every queue and timer; what follows is the steady state.
     let _ = hub.publish("board", Event::default().data("warm")).await;
     drain(&mut bodies);

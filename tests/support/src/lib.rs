@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod alloc_counter;
+pub mod redis_server;
 pub mod whatwg;
 
 use std::convert::Infallible;

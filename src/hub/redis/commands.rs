@@ -1,0 +1,228 @@
+//! [`Commands`]: the engine's requests to Redis that answer at once (publish, history, the
+//! newest id, readiness, unblocking the reader), on one multiplexed connection that reconnects
+//! by itself, each bounded by the command timeout. Any failure is [`HubError::Unavailable`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Value;
+
+use super::entry_id::EntryId;
+use super::item::{self, bytes_of, Parsed};
+use crate::hub::HubError;
+
+/// Reads, in one step, what a replay needs to know of a stream besides its entries after an
+/// id: the newest id it ever gave, how many entries it was ever given and holds now, and its
+/// oldest entry's id.
+const HISTORY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'0-0', 0, 0, '', {}}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, added, length, first = '0-0', 0, 0, ''
+for i = 1, #info, 2 do
+  local name, value = info[i], info[i + 1]
+  if name == 'last-generated-id' then last = value
+  elseif name == 'entries-added' then added = value
+  elseif name == 'length' then length = value
+  elseif name == 'first-entry' and value then first = value[1]
+  end
+end
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+return {last, added, length, first, entries}
+";
+
+/// A stream's state and a page of its entries after an id.
+pub(super) struct History {
+    /// The newest id the stream ever gave (`0-0` for a stream that does not exist).
+    pub(super) last_generated: EntryId,
+    /// Whether entries were ever removed from it (trimmed).
+    pub(super) trimmed: bool,
+    /// Its oldest entry, if it holds any.
+    pub(super) first: Option<EntryId>,
+    /// The entries after the id asked for, at most the count asked for.
+    pub(super) entries: Vec<Parsed>,
+    /// How many entries Redis returned (readable or not): fewer than asked means the end.
+    pub(super) returned: usize,
+}
+
+/// The engine's command connection.
+#[derive(Clone)]
+pub(super) struct Commands {
+    manager: ConnectionManager,
+    timeout: Duration,
+    history: Arc<redis::Script>,
+}
+
+impl Commands {
+    /// Commands to `client`, connected on first use and again after a failure.
+    pub(super) fn new(client: redis::Client, timeout: Duration) -> Result<Self, HubError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(timeout);
+        let manager =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Ok(Self {
+            manager,
+            timeout,
+            history: Arc::new(redis::Script::new(HISTORY)),
+        })
+    }
+
+    /// Runs `call` on the connection within the timeout. The manager reconnects after a
+    /// failure, but hands the first command after it the failed attempt's error: a command
+    /// that cannot have run (the connection was refused) is sent once more, and so is any
+    /// command that only reads (`reads`) after any connection failure. A publish is never sent
+    /// twice once it may have reached Redis: that would publish it twice.
+    async fn attempt<T, F, R>(&self, reads: bool, call: F) -> Result<T, HubError>
+    where
+        F: Fn(ConnectionManager) -> R,
+        R: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut again = true;
+        loop {
+            match tokio::time::timeout_at(deadline, call(self.manager.clone())).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(error))
+                    if std::mem::take(&mut again)
+                        && (error.is_connection_refusal()
+                            || (reads && error.is_connection_dropped())) => {}
+                Ok(Err(error)) => return Err(unavailable(error)),
+                Err(elapsed) => return Err(unavailable(elapsed)),
+            }
+        }
+    }
+
+    /// Sends `cmd`, which only reads, within the timeout.
+    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, HubError> {
+        self.attempt(true, |mut manager| async move {
+            cmd.query_async::<Value>(&mut manager).await
+        })
+        .await
+    }
+
+    /// Appends `body` to the stream at `key`, trimmed to about `keep` entries; its entry id.
+    pub(super) async fn publish(
+        &self,
+        key: &str,
+        keep: usize,
+        body: &[u8],
+    ) -> Result<EntryId, HubError> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(keep)
+            .arg("*")
+            .arg(item::FIELD)
+            .arg(body);
+        let cmd = &cmd;
+        let reply = self
+            .attempt(false, |mut manager| async move {
+                cmd.query_async::<Value>(&mut manager).await
+            })
+            .await?;
+        bytes_of(&reply)
+            .and_then(EntryId::parse)
+            .ok_or_else(|| unexpected("XADD", &reply))
+    }
+
+    /// The id of the newest entry at `key`, `0-0` when there is none.
+    pub(super) async fn newest(&self, key: &str) -> Result<EntryId, HubError> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(key).arg("+").arg("-").arg("COUNT").arg(1);
+        let reply = self.query(&cmd).await?;
+        let Value::Array(entries) = &reply else {
+            return Err(unexpected("XREVRANGE", &reply));
+        };
+        let Some(entry) = entries.first() else {
+            return Ok(EntryId::ZERO);
+        };
+        match entry {
+            Value::Array(parts) => parts
+                .first()
+                .and_then(bytes_of)
+                .and_then(EntryId::parse)
+                .ok_or_else(|| unexpected("XREVRANGE", &reply)),
+            _ => Err(unexpected("XREVRANGE", &reply)),
+        }
+    }
+
+    /// The stream at `key` and up to `count` of its entries after `after`, read at one instant.
+    pub(super) async fn history(
+        &self,
+        topic: &Arc<str>,
+        key: &str,
+        after: EntryId,
+        count: usize,
+    ) -> Result<History, HubError> {
+        let mut invocation = self.history.key(key);
+        invocation.arg(after.to_string()).arg(count);
+        let invocation = &invocation;
+        let reply = self
+            .attempt(true, |mut manager| async move {
+                invocation.invoke_async::<Value>(&mut manager).await
+            })
+            .await?;
+        let malformed = || unexpected("the history script", &reply);
+        let Value::Array(parts) = &reply else {
+            return Err(malformed());
+        };
+        let [last, added, length, first, entries] = parts.as_slice() else {
+            return Err(malformed());
+        };
+        let id = |value: &Value| bytes_of(value).and_then(EntryId::parse);
+        let number = |value: &Value| match value {
+            Value::Int(n) => Some(*n),
+            other => std::str::from_utf8(bytes_of(other)?).ok()?.parse().ok(),
+        };
+        let (Some(last_generated), Some(added), Some(length)) =
+            (id(last), number(added), number(length))
+        else {
+            return Err(malformed());
+        };
+        let returned = match entries {
+            Value::Array(list) => list.len(),
+            _ => return Err(malformed()),
+        };
+        Ok(History {
+            last_generated,
+            trimmed: added > length,
+            first: id(first),
+            entries: item::parse_entries(topic, entries),
+            returned,
+        })
+    }
+
+    /// Whether Redis answers.
+    pub(super) async fn ping(&self) -> Result<(), HubError> {
+        self.query(&redis::cmd("PING")).await.map(drop)
+    }
+
+    /// Ends the blocking read of the connection numbered `client`; whether it was blocked.
+    pub(super) async fn unblock(&self, client: i64) -> Result<bool, HubError> {
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("UNBLOCK").arg(client);
+        Ok(matches!(self.query(&cmd).await?, Value::Int(1)))
+    }
+}
+
+/// Redis could not be reached, or did not answer in time.
+pub(super) fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> HubError {
+    HubError::Unavailable(Box::new(error))
+}
+
+/// Redis answered something this engine does not expect: treated as unavailable.
+fn unexpected(command: &str, reply: &Value) -> HubError {
+    let mut shown = format!("{reply:?}");
+    if let Some((cut, _)) = shown.char_indices().nth(200) {
+        shown.truncate(cut);
+        shown.push('…');
+    }
+    HubError::Unavailable(format!("unexpected reply to {command}: {shown}").into())
+}

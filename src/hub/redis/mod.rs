@@ -1,0 +1,351 @@
+//! The engine on Redis Streams (feature `redis`): every node's hub shares topics, ids and
+//! history through one Redis, so an event published on any node reaches every subscriber on
+//! every node, and a client resumes on any node.
+//!
+//! - **Keys.** Each topic is one stream, at `{prefix}{{{shard}}}{topic}` (default prefix
+//!   `sse:`, one shard: `sse:{0}orders/42`). The topic is written as it is: the prefix and the
+//!   shard tag before it are fixed, so no topic names another key, and the hub never reads or
+//!   writes a key outside its prefix. The shard is a stable hash of the topic, in braces: a
+//!   Redis Cluster hash tag, so all of a shard's streams live on one cluster node.
+//! - **Publish** is one `XADD ... MAXLEN ~ {history} * e {event}`: the event, encoded once
+//!   without its id, trimmed to about the hub's history (at least that many entries are kept).
+//!   The stream entry id is the event's id.
+//! - **Live.** Each node runs one reader per shard, one connection each, reading every topic
+//!   its subscribers want with one blocking `XREAD`, issued again when that set changes; it
+//!   appends the id line to each entry once and hands the bytes to every subscriber.
+//! - **Replay** reads `XRANGE` after the client's id, after the subscriber is registered with
+//!   the reader; each subscriber skips what it already sent, so the seam is exact.
+//! - **Connections** per node: one per shard for its reader, one for every other command,
+//!   whatever the number of subscribers and topics.
+
+mod commands;
+mod entry_id;
+mod item;
+mod reader;
+mod subscriber;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use self::commands::Commands;
+use self::entry_id::{parse_positions, EntryId};
+use self::item::{Item, Parsed};
+use self::reader::Shard;
+use self::subscriber::Subscriber;
+use super::queue::Queue;
+use super::{GapReason, HubConfig, HubError, Resume};
+use crate::engine::BoxSource;
+use crate::Event;
+
+/// How many entries one history read takes.
+const PAGE: usize = 1000;
+
+/// Where and how a [`Hub`](super::Hub) keeps its topics on Redis: the options of
+/// [`HubBuilder::redis`](super::HubBuilder::redis).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tower_sse::hub::HubError> {
+/// use tower_sse::hub::{Hub, Redis};
+///
+/// let hub = Hub::builder()
+///     .history(10_000, usize::MAX)
+///     .redis(Redis::open("redis://127.0.0.1:6379")?.key_prefix("app:events:"))?;
+/// hub.ready().await?; // Redis answers
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Of the hub's bounds, the history counts events (`MAXLEN ~`; the byte bound and
+/// [`max_topics`](super::HubBuilder::max_topics) are Redis's to keep, with its own memory
+/// limits), and the queue, topic and subscription bounds apply on each node as they do in
+/// memory.
+///
+/// **Redis Cluster.** The keys carry a hash tag per shard, so a cluster deployment would give
+/// each shard's reader a connection to the node that holds its slot, and a multi-key `XREAD`
+/// never crosses slots. This engine connects to one Redis (or a primary behind a proxy or
+/// Sentinel address); only that is tested.
+#[derive(Debug, Clone)]
+pub struct Redis {
+    client: redis::Client,
+    prefix: String,
+    shards: u32,
+    timeout: Duration,
+}
+
+impl Redis {
+    /// The Redis at `url` (`redis://[user:password@]host:port[/db]`, `rediss://` needs the
+    /// `redis` crate's TLS features). Nothing connects until the hub is built.
+    pub fn open(url: &str) -> Result<Self, HubError> {
+        let client = redis::Client::open(url)
+            .map_err(|error| HubError::Config(format!("the Redis URL: {error}")))?;
+        Ok(Self {
+            client,
+            prefix: "sse:".into(),
+            shards: 1,
+            timeout: Duration::from_secs(2),
+        })
+    }
+
+    /// The prefix of every key the hub uses (default `sse:`): hubs that share it share topics.
+    /// It may not hold `{` or `}` (the shard's hash tag follows it).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How many shards the topics are spread over (default 1): each has its hash tag, and a
+    /// reader and a connection on every node. Every node sharing the prefix must use the same
+    /// number. More than one lets a Redis Cluster spread the topics.
+    pub fn shards(mut self, shards: u32) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
+    /// How long a command may take before it fails with [`HubError::Unavailable`], and a
+    /// connection attempt (default 2 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Starts the engine: its readers connect in the background, with backoff.
+    pub(super) fn start(self, config: HubConfig) -> Result<Arc<Engine>, HubError> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(HubError::Config(format!(
+                "a key prefix holds no `{{` or `}}`: {:?}",
+                self.prefix
+            )));
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|error| HubError::Config(format!("the Redis engine needs Tokio: {error}")))?;
+        let commands = Commands::new(self.client.clone(), self.timeout)?;
+        let cancel = CancellationToken::new();
+        let shards: Vec<Arc<Shard>> = (0..self.shards).map(|_| Arc::new(Shard::new())).collect();
+        for shard in &shards {
+            runtime.spawn(reader::run(
+                shard.clone(),
+                self.client.clone(),
+                commands.clone(),
+                self.timeout,
+                cancel.clone(),
+            ));
+        }
+        Ok(Arc::new(Engine {
+            config,
+            prefix: self.prefix,
+            shards,
+            commands,
+            next_queue: AtomicU64::new(0),
+            cancel,
+        }))
+    }
+}
+
+/// The running engine.
+pub(crate) struct Engine {
+    config: HubConfig,
+    prefix: String,
+    shards: Vec<Arc<Shard>>,
+    commands: Commands,
+    next_queue: AtomicU64,
+    /// Stops the readers.
+    cancel: CancellationToken,
+}
+
+impl Engine {
+    pub(super) fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The shard of `topic`: FNV-1a of its bytes, the same on every node and every build.
+    fn shard_index(&self, topic: &str) -> usize {
+        let hash = topic.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (hash % self.shards.len() as u64) as usize
+    }
+
+    fn shard(&self, topic: &str) -> &Shard {
+        &self.shards[self.shard_index(topic)]
+    }
+
+    /// The stream of `topic`.
+    fn key(&self, topic: &str) -> String {
+        format!("{}{{{}}}{}", self.prefix, self.shard_index(topic), topic)
+    }
+
+    fn check_open(&self) -> Result<(), HubError> {
+        if self.cancel.is_cancelled() {
+            return Err(HubError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Appends `event` to `topic`'s stream; its id.
+    pub(super) async fn publish(&self, topic: &str, mut event: Event) -> Result<String, HubError> {
+        self.check_open()?;
+        let _replaced = event.take_id();
+        let body = item::body_of(&event);
+        let id = self
+            .commands
+            .publish(&self.key(topic), self.config.history_events, &body)
+            .await?;
+        Ok(id.to_string())
+    }
+
+    /// Whether Redis answers.
+    pub(super) async fn ready(&self) -> Result<(), HubError> {
+        self.check_open()?;
+        self.commands.ping().await
+    }
+
+    /// Subscribes to `topics` (validated, sorted, without duplicates) after `last_event_id`.
+    pub(super) async fn subscribe(
+        self: &Arc<Self>,
+        topics: Vec<Arc<str>>,
+        last_event_id: Option<&str>,
+    ) -> Result<(BoxSource, Resume), HubError> {
+        self.check_open()?;
+        let queue = Arc::new(Queue::new(
+            self.next_queue.fetch_add(1, Ordering::Relaxed),
+            self.config.queue_bounds(),
+        ));
+        // Dropped on any error below, it leaves what it joined.
+        let mut subscriber = Subscriber::new(self.clone(), topics.clone(), queue.clone());
+        // Registered first: the readers queue every entry after each cursor from now on, and
+        // the history read next reaches at least that far.
+        let mut cursors = Vec::with_capacity(topics.len());
+        for topic in &topics {
+            cursors.push(self.join(topic, &queue).await?);
+        }
+        let requested = last_event_id.map(|id| parse_positions(id, topics.len()));
+        let (positions, gap, replay) = match requested {
+            None => (cursors, None, Vec::new()),
+            Some(positions) => {
+                let malformed = positions.is_none();
+                let starts = positions.unwrap_or_else(|| vec![EntryId::ZERO; topics.len()]);
+                let mut gap = malformed.then_some(GapReason::Malformed);
+                let mut replay = Vec::new();
+                let mut positions = Vec::with_capacity(topics.len());
+                for (topic, start) in topics.iter().zip(starts) {
+                    let history = self.history(topic, start, !malformed).await?;
+                    gap = gap.or(history.gap);
+                    positions.push(history.from);
+                    replay.extend(history.items);
+                }
+                // Merged over topics in id order (each topic's own order is kept).
+                replay.sort_by_key(|item| item.id);
+                (positions, gap, replay)
+            }
+        };
+        let resume = Resume::of(gap, last_event_id.is_some(), replay.len());
+        let gap = gap.and_then(|reason| (self.config.gap_event)(reason));
+        subscriber.start(positions, gap, replay);
+        Ok((Box::pin(subscriber), resume))
+    }
+
+    /// Registers `queue` on `topic`; the cursor it starts after.
+    async fn join(&self, topic: &Arc<str>, queue: &Arc<Queue<Item>>) -> Result<EntryId, HubError> {
+        let shard = self.shard(topic);
+        let key = self.key(topic);
+        let mut newest = None;
+        // A topic that stops being live between the newest id read and the join needs it read
+        // again; twice in a row is already unlikely.
+        for _ in 0..8 {
+            if newest.is_none() && !shard.is_live(topic) {
+                newest = Some(self.commands.newest(&key).await?);
+            }
+            if let Some(cursor) = shard.join(topic, &key, newest, queue)? {
+                return Ok(cursor);
+            }
+        }
+        Err(HubError::Unavailable(
+            "the topic kept changing while joining it".into(),
+        ))
+    }
+
+    /// What `topic` replays after `start`: its retained entries after it, or, when `start` is
+    /// not a position in its stream (`checked` says it came from the client), a gap and what
+    /// the stream retains.
+    async fn history(
+        &self,
+        topic: &Arc<str>,
+        start: EntryId,
+        checked: bool,
+    ) -> Result<Replay, HubError> {
+        let key = self.key(topic);
+        let mut gap = None;
+        let mut after = start;
+        // Past the largest id nothing can come, and Redis refuses to read after it.
+        if checked && start == EntryId::MAX {
+            gap = Some(GapReason::Unknown);
+            after = EntryId::ZERO;
+        }
+        let mut from = after;
+        let mut items = Vec::new();
+        let mut first_page = true;
+        loop {
+            let page = self.commands.history(topic, &key, after, PAGE).await?;
+            if first_page && checked && gap.is_none() && after > page.last_generated {
+                // An id this stream never gave: another Redis, or one that lost its data.
+                gap = Some(GapReason::Unknown);
+                after = EntryId::ZERO;
+                from = after;
+                first_page = false;
+                continue;
+            }
+            // Entries were trimmed, and the oldest kept is past the position: some of what
+            // came after it may be gone (Redis does not say which, so the client is told).
+            let behind = page
+                .first
+                .map_or(after < page.last_generated, |first| after < first);
+            if page.trimmed && behind && (checked || !first_page) && gap.is_none() {
+                gap = Some(GapReason::Trimmed);
+            }
+            first_page = false;
+            for parsed in page.entries {
+                after = after.max(parsed.id());
+                if let Parsed::Item(item) = parsed {
+                    items.push(item);
+                }
+            }
+            if page.returned < PAGE {
+                break;
+            }
+        }
+        Ok(Replay { from, gap, items })
+    }
+
+    /// Removes the queue numbered `queue` from `topics`.
+    fn leave(&self, topics: &[Arc<str>], queue: u64) {
+        for topic in topics {
+            self.shard(topic).leave(topic, queue);
+        }
+    }
+
+    /// Refuses further publishes and subscribes, ends open subscriptions after what is queued,
+    /// and stops the readers.
+    pub(super) fn close(&self) {
+        self.cancel.cancel();
+        for shard in &self.shards {
+            shard.close();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// What one topic replays.
+struct Replay {
+    /// The position it starts from (what the subscriber already has).
+    from: EntryId,
+    gap: Option<GapReason>,
+    items: Vec<Item>,
+}
