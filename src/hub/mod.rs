@@ -28,6 +28,9 @@
 //! # }
 //! ```
 //!
+//! On Redis (feature `redis`, `HubBuilder::redis`) the same rules hold across every node on
+//! one Redis, with ids and history of Redis Streams: see `hub::Redis`.
+//!
 //! | Rule | What the hub does |
 //! | --- | --- |
 //! | Ids | every event gets `{epoch}-{seq}`: a random 16-hex-digit epoch per hub, and a sequence over all its topics, so ids grow strictly per topic and one id places a client in every topic of a subscription; an id the event had is replaced |
