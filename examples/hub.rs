@@ -58,9 +58,11 @@ struct App {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse()?;
     let token = std::env::var("HUB_TOKEN").unwrap_or_else(|_| "open-sesame".into());
+    // The events each topic keeps for clients that come back (on Redis: `MAXLEN ~`).
+    let builder = Hub::builder().history(args.history, 1024 * 1024);
     let hub = match &args.redis {
-        None => Hub::memory(),
-        Some(url) => on_redis(url)?,
+        None => builder.build(),
+        Some(url) => on_redis(builder, url)?,
     };
     let shutdown = CancellationToken::new();
     let sse = SseLayer::new()
@@ -157,14 +159,14 @@ async fn ready(State(app): State<App>) -> Response {
     }
 }
 
-/// The hub on the Redis at `url`, with `MAXLEN ~ 1000` per topic (the default history).
+/// The hub on the Redis at `url`.
 #[cfg(feature = "redis")]
-fn on_redis(url: &str) -> Result<Hub, HubError> {
-    Hub::builder().redis(tower_sse::hub::Redis::open(url)?)
+fn on_redis(builder: tower_sse::hub::HubBuilder, url: &str) -> Result<Hub, HubError> {
+    builder.redis(tower_sse::hub::Redis::open(url)?)
 }
 
 #[cfg(not(feature = "redis"))]
-fn on_redis(_: &str) -> Result<Hub, String> {
+fn on_redis(_: tower_sse::hub::HubBuilder, _: &str) -> Result<Hub, String> {
     Err("--redis needs the `redis` feature: cargo run --example hub --features redis".into())
 }
 
@@ -194,18 +196,21 @@ async fn page(State(app): State<App>) -> impl IntoResponse {
     ([(header::SET_COOKIE, cookie)], Html(PAGE))
 }
 
-/// The command line: `--listen ADDR` (default `127.0.0.1:3002`), `--redis URL`.
+/// The command line: `--listen ADDR` (default `127.0.0.1:3002`), `--redis URL`, `--history
+/// EVENTS` (per topic, default 1 000).
 struct Args {
     listen: String,
     redis: Option<String>,
+    history: usize,
 }
 
 impl Args {
     fn parse() -> Result<Self, String> {
-        const USAGE: &str = "usage: hub [--listen 127.0.0.1:3002] [--redis redis://127.0.0.1:6379]";
+        const USAGE: &str = "usage: hub [--listen 127.0.0.1:3002] [--redis redis://127.0.0.1:6379] [--history 1000]";
         let mut parsed = Self {
             listen: "127.0.0.1:3002".into(),
             redis: None,
+            history: 1000,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -213,6 +218,7 @@ impl Args {
             match flag.as_str() {
                 "--listen" => parsed.listen = value,
                 "--redis" => parsed.redis = Some(value),
+                "--history" => parsed.history = value.parse().map_err(|_| USAGE)?,
                 _ => return Err(USAGE.into()),
             }
         }
