@@ -19,14 +19,14 @@
 mod common;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::response::sse::{Event as AxumEvent, Sse};
 use axum::response::IntoResponse;
 use bytes::Bytes;
+use common::subscriber::{payload, subscriber};
 use common::{rate, row, Samples, Unit};
 use futures_util::StreamExt;
 use http::{Request, Response};
@@ -55,18 +55,6 @@ struct Shared {
     layer: SseLayer,
     text: broadcast::Sender<Arc<str>>,
     bytes: broadcast::Sender<Bytes>,
-}
-
-/// A 64 B event's data (`p` and a number, padded), or the publish time (`t` and nanoseconds).
-fn payload(n: u64, timed: bool) -> String {
-    if timed {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        format!("t{now}")
-    } else {
-        format!("p{n:0>47}")
-    }
 }
 
 async fn respond(
@@ -206,75 +194,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     common::cpu_ticks(pid) / 100.0
 }
 
-/// What one subscriber saw.
-#[derive(Default)]
-struct Seen {
-    events: u64,
-    latencies_us: Vec<f64>,
-}
-
-/// Subscribes, reads until the `end` event; on an early end (the hub ends a lagging stream),
-/// reconnects with `Last-Event-ID`, as `EventSource` does.
-async fn subscriber(addr: SocketAddr, ready: Arc<AtomicU64>) -> Seen {
-    let mut seen = Seen::default();
-    let mut last_id: Option<String> = None;
-    let mut first = true;
-    loop {
-        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .expect("handshake");
-        tokio::spawn(connection);
-        let mut request = Request::get("/events").header("accept", "text/event-stream");
-        if let Some(id) = &last_id {
-            request = request.header("last-event-id", id.as_str());
-        }
-        let response = sender
-            .send_request(request.body(Empty::<Bytes>::new()).expect("request"))
-            .await
-            .expect("response");
-        let mut body = response.into_body();
-        let mut carry = Vec::new();
-        if std::mem::take(&mut first) {
-            // Counted once its head is in: every subscriber is subscribed before the run.
-            ready.fetch_add(1, Ordering::Relaxed);
-        }
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map(|frame| frame.into_data().unwrap_or_default()) else {
-                break;
-            };
-            carry.extend_from_slice(&data);
-            let mut start = 0;
-            while let Some(at) = memchr::memchr(b'\n', &carry[start..]) {
-                let line = &carry[start..start + at];
-                start += at + 1;
-                if let Some(value) = line.strip_prefix(b"data: ") {
-                    match value.first() {
-                        Some(b'p') => seen.events += 1,
-                        Some(b't') => {
-                            seen.events += 1;
-                            let sent: u128 = std::str::from_utf8(&value[1..])
-                                .ok()
-                                .and_then(|v| v.parse().ok())
-                                .unwrap_or(0);
-                            let now = SystemTime::now()
-                                .duration_since(UNIX_EPOCH)
-                                .map_or(0, |d| d.as_nanos());
-                            seen.latencies_us
-                                .push(now.saturating_sub(sent) as f64 / 1e3);
-                        }
-                        _ if value == b"end" => return seen,
-                        _ => {}
-                    }
-                } else if let Some(id) = line.strip_prefix(b"id: ") {
-                    last_id = Some(String::from_utf8_lossy(id).into_owned());
-                }
-            }
-            carry.drain(..start);
-        }
-    }
-}
-
 struct Run {
     deliveries_per_sec: f64,
     cpu_seconds: f64,
@@ -288,7 +207,7 @@ async fn run(server: &str, subscribers: usize, count: u64, interval: Duration) -
     let pid = child.id();
     let ready = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..subscribers)
-        .map(|_| tokio::spawn(subscriber(addr, ready.clone())))
+        .map(|_| tokio::spawn(subscriber(addr, "/events", ready.clone())))
         .collect();
     while ready.load(Ordering::Relaxed) < subscribers as u64 {
         tokio::time::sleep(Duration::from_millis(20)).await;

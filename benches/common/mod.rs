@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub mod subscriber;
+
 /// How often each measurement is repeated; the row shows the median and the min–max.
 pub const RUNS: usize = 7;
 
@@ -76,6 +78,8 @@ pub enum Unit {
     PercentCore,
     /// A plain count.
     Count,
+    /// Thousands per second.
+    KiloPerSec,
 }
 
 impl Unit {
@@ -87,6 +91,7 @@ impl Unit {
             Unit::KiB => format!("{:.1} KiB", value / 1024.0),
             Unit::PercentCore => format!("{value:.2} %"),
             Unit::Count => format!("{value:.2}"),
+            Unit::KiloPerSec => format!("{:.1} k/s", value / 1e3),
         }
     }
 }

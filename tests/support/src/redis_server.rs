@@ -1,6 +1,7 @@
 //! A real `redis-server` for the Redis engine's tests: its own instance on a free port, in a
-//! temporary directory, with an append-only file, so that it can be stopped and started again
-//! with its data (or killed).
+//! temporary directory, with an append-only file (fsync every second, Redis's default; a
+//! `SHUTDOWN` writes it out), so that it can be stopped and started again with its data (or
+//! killed).
 //!
 //! Without `redis-server` on the PATH a test is skipped with a message, unless
 //! `TOWER_SSE_REQUIRE_REDIS=1` (as in CI) makes that a failure.
