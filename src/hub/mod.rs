@@ -100,8 +100,10 @@ pub enum HubError {
     Event(EventError),
     /// The hub was closed.
     Closed,
-    /// The hub's store cannot be reached now (Redis is down or unreachable): nothing was
-    /// published, and a subscription was not made. Retry later.
+    /// The hub's store cannot be reached now (Redis is down or unreachable, or did not answer
+    /// in time): a subscription was not made. A publish that fails so was not published when
+    /// the connection was refused, but one that timed out or lost its connection may have been
+    /// (Redis applied it, its answer was lost): a retried publish may then appear twice.
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
     /// The hub's engine was configured wrongly (a Redis URL or key prefix, or no Tokio runtime
     /// to run in).
@@ -353,8 +355,9 @@ impl Hub {
         Ok(id)
     }
 
-    /// Whether the hub can publish and subscribe now: always for the embedded engine; on Redis,
-    /// whether Redis answers (a readiness check), else [`HubError::Unavailable`].
+    /// Whether the hub can publish and subscribe now (a readiness check): for the embedded
+    /// engine, unless it was closed; on Redis, whether Redis answers and the node's readers are
+    /// connected, else [`HubError::Unavailable`].
     pub async fn ready(&self) -> Result<(), HubError> {
         match &self.engine {
             Engine::Memory(memory) => memory.ready(),
@@ -368,8 +371,9 @@ impl Hub {
     /// first. Without an id, live events only. Which topics a client may subscribe to is the
     /// application's decision: check it before calling this.
     ///
-    /// On Redis this reads the history to replay (one round trip per topic), and fails with
-    /// [`HubError::Unavailable`] while Redis cannot be reached.
+    /// On Redis this reads the history to replay (a round trip per topic and page of 1 000),
+    /// and fails with [`HubError::Unavailable`] while Redis cannot be reached (unless every
+    /// topic is already read on this node and no `Last-Event-ID` asks for history).
     pub async fn subscribe<I, T>(
         &self,
         topics: I,

@@ -91,6 +91,18 @@ impl<T: Weighed + Clone> Queue<T> {
         !full
     }
 
+    /// Marks the subscriber lagged although its queue has room: what it should have received
+    /// next is gone (the Redis reader fell behind a trimmed stream). Its stream ends after what
+    /// is queued, as [`CloseReason::Lagged`](crate::CloseReason::Lagged).
+    #[cfg(feature = "redis")]
+    pub(super) fn lag(&self) {
+        let mut state = self.lock();
+        state.lagged = true;
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
     /// Ends the queue: its stream ends after what is queued.
     pub(super) fn close(&self) {
         let mut state = self.lock();

@@ -126,21 +126,31 @@ function analyse(body) {
   return { ...whole, splits: { tried, byteByByte, sampled: body.length > SAMPLE_ABOVE, mismatches } };
 }
 
-const results = {};
+// Fetch every body first, then parse: the parsing is synchronous and, on a loaded machine, takes
+// seconds for the big cases; done while other requests are in flight, it would starve the event
+// loop and trip their idle timeouts although the server had answered.
+const fetched = {};
 await pool(cases, CONCURRENCY, async (testCase) => {
   const url = `${base}/case/${encodeURIComponent(testCase.name)}?client=${client}`;
   try {
-    const response = await fetchRaw(url, testCase.timeout_ms ?? 10000);
-    results[testCase.name] = {
-      status: response.status,
-      contentType: response.contentType,
-      bytes: response.body.length,
-      ...analyse(response.body),
-    };
+    fetched[testCase.name] = { response: await fetchRaw(url, testCase.timeout_ms ?? 10000) };
   } catch (error) {
-    results[testCase.name] = { exception: String(error) };
+    fetched[testCase.name] = { exception: String(error) };
   }
 });
+
+const results = {};
+for (const testCase of cases) {
+  const { response, exception } = fetched[testCase.name];
+  results[testCase.name] = exception
+    ? { exception }
+    : {
+        status: response.status,
+        contentType: response.contentType,
+        bytes: response.body.length,
+        ...analyse(response.body),
+      };
+}
 
 await writeJson(join(out, 'parser.json'), {
   client,

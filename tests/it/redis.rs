@@ -190,9 +190,13 @@ async fn events_published_on_one_node_reach_every_node_and_resume_on_any() {
     let mut on_b = Reader::of(subscribe(&b, &["t"], None).await);
     let mut both = Reader::of(subscribe(&b, &["t", "u"], None).await);
     let mut published = Vec::new();
+    // Apart by more than a millisecond: across topics, the order is that of the entry ids,
+    // and two topics' events of the same millisecond may come in either order.
     for n in 0..3 {
         published.push(("t", publish(&a, "t", &format!("t{n}")).await));
+        tokio::time::sleep(Duration::from_millis(3)).await;
         published.push(("u", publish(&b, "u", &format!("u{n}")).await));
+        tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let t_ids: Vec<String> = published
         .iter()
@@ -417,6 +421,81 @@ async fn a_subscriber_far_behind_catches_up_from_history_in_pages() {
     reader.events_until(2_500).await;
     assert_eq!(reader.ids()[..2_499], ids[1..]);
     assert_eq!(reader.ids().last(), Some(&later));
+}
+
+/// The id of the hub reader's connection (the one whose last command was `XREAD`).
+async fn reader_client(connection: &mut redis::aio::MultiplexedConnection) -> Option<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(connection)
+        .await
+        .unwrap_or_default();
+    let line = list.lines().find(|line| line.contains("cmd=xread"))?;
+    let id = line
+        .split(' ')
+        .find_map(|field| field.strip_prefix("id="))?;
+    Some(id.to_owned())
+}
+
+#[tokio::test]
+async fn a_reader_behind_a_trim_ends_its_subscribers_as_lagged_and_their_resume_reports_the_gap() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let hub = hub_on(&server, 5);
+    let mut connection = inspect(&server).await;
+    // First, the trim comes within one read (the reader's next reply holds only what it
+    // left); then while the reader is away (its connection killed in the same transaction),
+    // trimmed shorter than this node's history (another node's setting, or an operator's
+    // XTRIM), so that only the check after reconnecting can see it.
+    for (away, kept) in [(false, 5), (true, 2)] {
+        let mut reader = Reader::of(subscribe(&hub, &["t"], None).await);
+        let before = publish(&hub, "t", "before").await;
+        assert_eq!(
+            reader.events_until(1).await.ids(),
+            std::slice::from_ref(&before)
+        );
+        let mut burst = redis::pipe();
+        burst.atomic();
+        if away {
+            let id = reader_client(&mut connection).await;
+            let id = id.unwrap_or_else(|| panic!("no reader connection")); // ok: test
+            burst.cmd("CLIENT").arg("KILL").arg("ID").arg(id).ignore();
+        }
+        for n in 0..50 {
+            burst
+                .cmd("XADD")
+                .arg("sse:{0}t")
+                .arg("MAXLEN")
+                .arg(kept)
+                .arg("*")
+                .arg("e")
+                .arg(format!("data: burst {n}\n"));
+        }
+        let ids: Vec<String> = burst
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")); // ok: test
+        reader.until(Duration::from_secs(10), |_| false).await;
+        assert!(reader.ended, "away {away}: the stream goes on past a trim");
+        assert_eq!(
+            reader.data(),
+            ["before"],
+            "away {away}: what the trim left was handed on as if nothing were missing"
+        );
+        let resumed = subscribe(&hub, &["t"], Some(&before)).await;
+        assert_eq!(
+            resumed.resume(),
+            Resume::Gap {
+                reason: GapReason::Trimmed,
+                replayed: kept
+            },
+            "away {away}"
+        );
+        let mut resumed = Reader::of(resumed);
+        resumed.events_until(kept + 1).await;
+        assert_eq!(resumed.ids(), ids[50 - kept..], "away {away}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,13 +14,14 @@ use crate::hub::HubError;
 
 /// Reads, in one step, what a replay needs to know of a stream besides its entries after an
 /// id: the newest id it ever gave, how many entries it was ever given and holds now, and its
-/// oldest entry's id.
+/// oldest entry's id. (Redis before 7.0 does not count the entries given: `-1`, and the stream
+/// counts as trimmed.)
 const HISTORY: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'0-0', 0, 0, '', {}}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local last, added, length, first = '0-0', 0, 0, ''
+local last, added, length, first = '0-0', -1, 0, ''
 for i = 1, #info, 2 do
   local name, value = info[i], info[i + 1]
   if name == 'last-generated-id' then last = value
@@ -37,7 +38,7 @@ return {last, added, length, first, entries}
 pub(super) struct History {
     /// The newest id the stream ever gave (`0-0` for a stream that does not exist).
     pub(super) last_generated: EntryId,
-    /// Whether entries were ever removed from it (trimmed).
+    /// Whether entries were ever removed from it (trimmed), or may have been (Redis 6).
     pub(super) trimmed: bool,
     /// Its oldest entry, if it holds any.
     pub(super) first: Option<EntryId>,
@@ -117,7 +118,8 @@ impl Commands {
         cmd.arg(key)
             .arg("MAXLEN")
             .arg("~")
-            .arg(keep)
+            // Redis takes a signed 64-bit count.
+            .arg(keep.min(i64::MAX as usize))
             .arg("*")
             .arg(item::FIELD)
             .arg(body);
@@ -192,7 +194,7 @@ impl Commands {
         };
         Ok(History {
             last_generated,
-            trimmed: added > length,
+            trimmed: added < 0 || added > length,
             first: id(first),
             entries: item::parse_entries(topic, entries),
             returned,

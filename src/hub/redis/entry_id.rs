@@ -1,6 +1,6 @@
 //! Stream entry ids (`{ms}-{seq}`), and the ids a subscription's events carry: the entry id for
-//! one topic, the entry ids of every topic joined by commas (in the subscription's topic order)
-//! for several. Reading them back from `Last-Event-ID` never panics, whatever the text.
+//! one topic, the entry ids of every topic joined by commas (in sorted topic order) for
+//! several. Reading them back from `Last-Event-ID` never panics, whatever the text.
 
 use std::fmt;
 

@@ -13,8 +13,11 @@
 //! - **Live.** Each node runs one reader per shard, one connection each, reading every topic
 //!   its subscribers want with one blocking `XREAD`, issued again when that set changes; it
 //!   appends the id line to each entry once and hands the bytes to every subscriber.
-//! - **Replay** reads `XRANGE` after the client's id, after the subscriber is registered with
-//!   the reader; each subscriber skips what it already sent, so the seam is exact.
+//! - **Replay** reads `XRANGE` after the client's id, up to the cursor the subscriber was
+//!   registered with at the reader; each subscriber skips what it already sent, so the seam is
+//!   exact. Across several topics, events are merged by entry id within each read: each
+//!   topic's order is exact, and the order across topics follows Redis's clock, to the
+//!   millisecond (two topics' events of the same millisecond may come in either order).
 //! - **Connections** per node: one per shard for its reader, one for every other command,
 //!   whatever the number of subscribers and topics.
 
@@ -63,10 +66,15 @@ const PAGE: usize = 1000;
 /// limits), and the queue, topic and subscription bounds apply on each node as they do in
 /// memory.
 ///
+/// It needs Redis 7.0 or later (6.2 works, but cannot say whether a stream was trimmed, so a
+/// client resuming before a stream's oldest entry always gets a gap event). Its user needs the
+/// stream commands, `EVALSHA`/`EVAL`, `PING`, and `CLIENT ID` and `CLIENT UNBLOCK` (`@admin`):
+/// without the last two, a topic newly live on a node waits up to 5 s for its first live
+/// events (none is lost).
+///
 /// **Redis Cluster.** The keys carry a hash tag per shard, so a cluster deployment would give
 /// each shard's reader a connection to the node that holds its slot, and a multi-key `XREAD`
-/// never crosses slots. This engine connects to one Redis (or a primary behind a proxy or
-/// Sentinel address); only that is tested.
+/// never crosses slots. This engine connects to one Redis primary; only that is tested.
 #[derive(Debug, Clone)]
 pub struct Redis {
     client: redis::Client,
@@ -123,7 +131,9 @@ impl Redis {
             .map_err(|error| HubError::Config(format!("the Redis engine needs Tokio: {error}")))?;
         let commands = Commands::new(self.client.clone(), self.timeout)?;
         let cancel = CancellationToken::new();
-        let shards: Vec<Arc<Shard>> = (0..self.shards).map(|_| Arc::new(Shard::new())).collect();
+        let shards: Vec<Arc<Shard>> = (0..self.shards)
+            .map(|_| Arc::new(Shard::new(config.history_events)))
+            .collect();
         for shard in &shards {
             runtime.spawn(reader::run(
                 shard.clone(),
@@ -196,10 +206,16 @@ impl Engine {
         Ok(id.to_string())
     }
 
-    /// Whether Redis answers.
+    /// Whether Redis answers, and every reader is connected (live entries flow).
     pub(super) async fn ready(&self) -> Result<(), HubError> {
         self.check_open()?;
-        self.commands.ping().await
+        self.commands.ping().await?;
+        if !self.shards.iter().all(|shard| shard.is_connected()) {
+            return Err(HubError::Unavailable(
+                "the hub's reader is not connected to Redis yet".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Subscribes to `topics` (validated, sorted, without duplicates) after `last_event_id`.
@@ -230,8 +246,8 @@ impl Engine {
                 let mut gap = malformed.then_some(GapReason::Malformed);
                 let mut replay = Vec::new();
                 let mut positions = Vec::with_capacity(topics.len());
-                for (topic, start) in topics.iter().zip(starts) {
-                    let history = self.history(topic, start, !malformed).await?;
+                for ((topic, start), cursor) in topics.iter().zip(starts).zip(&cursors) {
+                    let history = self.history(topic, start, !malformed, *cursor).await?;
                     gap = gap.or(history.gap);
                     positions.push(history.from);
                     replay.extend(history.items);
@@ -269,12 +285,14 @@ impl Engine {
 
     /// What `topic` replays after `start`: its retained entries after it, or, when `start` is
     /// not a position in its stream (`checked` says it came from the client), a gap and what
-    /// the stream retains.
+    /// the stream retains; up to `cursor`, where the subscriber's live queue takes over (so a
+    /// replay is bounded, however fast others publish).
     async fn history(
         &self,
         topic: &Arc<str>,
         start: EntryId,
         checked: bool,
+        cursor: EntryId,
     ) -> Result<Replay, HubError> {
         let key = self.key(topic);
         let mut gap = None;
@@ -307,12 +325,15 @@ impl Engine {
             }
             first_page = false;
             for parsed in page.entries {
+                if parsed.id() > cursor {
+                    break;
+                }
                 after = after.max(parsed.id());
                 if let Parsed::Item(item) = parsed {
                     items.push(item);
                 }
             }
-            if page.returned < PAGE {
+            if page.returned < PAGE || after >= cursor {
                 break;
             }
         }

@@ -6,10 +6,17 @@
 //! under the shard's lock receives every entry after the cursor it found, and nothing is handed
 //! on twice. When the set of topics changes, the blocked read is ended (`CLIENT UNBLOCK`) and
 //! issued again for the new set; after a failure the reader reconnects with backoff and reads
-//! on from its cursors, so an outage loses nothing that Redis kept.
+//! on from its cursors, so an outage loses nothing that Redis kept. What Redis no longer keeps
+//! (a stream trimmed past a cursor while the reader was away or behind) ends the topic's
+//! subscribers as lagged: they reconnect, and their resume reports the gap.
+//!
+//! Ending a blocked read takes `CLIENT ID` and `CLIENT UNBLOCK` (ACL category `@admin`); where
+//! they are refused, a read is issued again only when it returns, so a topic newly live waits
+//! up to the block time (5 s) for its first live entries (none is lost: its cursor holds).
 
 use std::collections::HashMap;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,14 +36,23 @@ const BLOCK: Duration = Duration::from_secs(5);
 const READ_COUNT: usize = 1000;
 /// The first and the longest wait before reconnecting.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// How often the reader asks again to end its blocked read, until it ends.
+/// How often the reader asks again to end its blocked read, until it ends; and for how long
+/// (past it, a proxy in between is taken to hide the read's connection: the read runs out).
 const UNBLOCK_EVERY: Duration = Duration::from_millis(5);
+const UNBLOCK_FOR: Duration = Duration::from_millis(250);
 
 /// The live topics of one shard on this node.
 pub(super) struct Shard {
     state: Mutex<State>,
     /// Signalled when the set of live topics changes.
     changed: Notify,
+    /// Whether the reader is connected (for readiness).
+    connected: AtomicBool,
+    /// How many entries of one topic in one read mean the reader may have fallen behind a
+    /// trim: a trim past the cursor leaves only entries after it, and `MAXLEN ~` keeps at
+    /// least the history, so such a read returns at least this many (the history, or a whole
+    /// read).
+    behind_at: usize,
 }
 
 struct State {
@@ -56,14 +72,22 @@ struct Live {
 type Snapshot = Vec<(Arc<str>, String, EntryId)>;
 
 impl Shard {
-    pub(super) fn new() -> Self {
+    /// The live topics of a shard whose streams are trimmed to about `history` entries.
+    pub(super) fn new(history: usize) -> Self {
         Self {
+            behind_at: history.clamp(1, READ_COUNT),
             state: Mutex::new(State {
                 closed: false,
                 topics: HashMap::new(),
             }),
             changed: Notify::new(),
+            connected: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the reader is connected, so live entries flow.
+    pub(super) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -145,7 +169,8 @@ impl Shard {
     }
 
     /// Hands on what a read returned, in entry id order over all topics: each entry after its
-    /// topic's cursor, to every subscriber whose queue takes it (a lagged one is dropped).
+    /// topic's cursor, to every subscriber whose queue takes it (a lagged one is dropped, and a
+    /// topic left without subscribers is no longer read).
     fn deliver(&self, mut read: Vec<Parsed>) {
         read.sort_by_key(Parsed::id);
         let mut state = self.lock();
@@ -160,6 +185,27 @@ impl Shard {
             live.cursor = id;
             if let Parsed::Item(item) = &parsed {
                 live.subscribers.retain(|_, queue| queue.push(item));
+                if live.subscribers.is_empty() {
+                    state.topics.remove(parsed.topic());
+                }
+            }
+        }
+    }
+
+    /// Ends `topic`'s subscribers as lagged, if its cursor is still `cursor`: what follows it
+    /// is gone from Redis. The topic is read again once someone subscribes.
+    fn lag(&self, topic: &str, cursor: EntryId) {
+        let mut state = self.lock();
+        if state
+            .topics
+            .get(topic)
+            .is_some_and(|live| live.cursor == cursor)
+        {
+            if let Some(live) = state.topics.remove(topic) {
+                tracing::warn!(%topic, %cursor, "hub reader: the stream was trimmed past what it handed on; its subscribers are ended as lagged");
+                for queue in live.subscribers.values() {
+                    queue.lag();
+                }
             }
         }
     }
@@ -176,7 +222,9 @@ pub(super) async fn run(
     let mut backoff = BACKOFF.0;
     while !cancel.is_cancelled() {
         let read = read(&shard, &client, &commands, timeout, &cancel, &mut backoff);
-        let Err(error) = read.await else {
+        let result = read.await;
+        shard.connected.store(false, Ordering::Relaxed);
+        let Err(error) = result else {
             return;
         };
         tracing::warn!(%error, retry_in = ?backoff, "hub reader: Redis failed; reconnecting");
@@ -205,11 +253,23 @@ async fn read(
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(unavailable)?;
-    let id = redis::cmd("CLIENT")
+    // Without it (an ACL that refuses it), the reader cannot end its own blocked read.
+    let id = match redis::cmd("CLIENT")
         .arg("ID")
         .query_async::<i64>(&mut connection)
         .await
-        .map_err(unavailable)?;
+    {
+        Ok(id) => Some(id),
+        Err(error) if matches!(error.kind(), redis::ErrorKind::Server(_)) => {
+            tracing::warn!(%error, "hub reader: CLIENT ID refused; topic changes wait for the blocked read");
+            None
+        }
+        Err(error) => return Err(unavailable(error)),
+    };
+    shard.connected.store(true, Ordering::Relaxed);
+    // The reader may have been away: what a trim took meanwhile is gone for its subscribers.
+    end_trimmed(shard, commands, shard.snapshot()).await?;
+    let mut unblocking = id;
     loop {
         let snapshot = shard.snapshot();
         if snapshot.is_empty() {
@@ -234,16 +294,16 @@ async fn read(
         let reply = tokio::select! {
             reply = &mut reading => reply,
             () = shard.changed.notified() => {
-                // The set changed: end the blocked read (it returns what it has, or nothing),
-                // asking again until Redis has seen the read to end.
-                loop {
-                    if commands.unblock(id).await? {
-                        break reading.await;
+                // The set changed: end the blocked read (it returns what it has, or nothing).
+                match unblocking {
+                    Some(id) => {
+                        let (reply, able) = unblock(commands, id, reading.as_mut()).await;
+                        if !able {
+                            unblocking = None;
+                        }
+                        reply
                     }
-                    tokio::select! {
-                        reply = &mut reading => break reply,
-                        () = tokio::time::sleep(UNBLOCK_EVERY) => {}
-                    }
+                    None => reading.await,
                 }
             }
             () = cancel.cancelled() => return Ok(()),
@@ -257,9 +317,67 @@ async fn read(
                 "an XREAD reply without a readable entry".into(),
             ));
         }
+        // A topic that returned as many entries as a trim keeps may be behind one.
+        let mut counts: HashMap<&Arc<str>, usize> = HashMap::new();
+        for parsed in &read {
+            *counts.entry(parsed.topic()).or_default() += 1;
+        }
+        let full: Snapshot = snapshot
+            .iter()
+            .filter(|(topic, _, _)| counts.get(topic).is_some_and(|&n| n >= shard.behind_at))
+            .cloned()
+            .collect();
+        // Before anything is handed on: a topic ended here skips what the trim left.
+        if !full.is_empty() {
+            end_trimmed(shard, commands, full).await?;
+        }
         shard.deliver(read);
         *backoff = BACKOFF.0;
     }
+}
+
+/// Asks Redis to end the read of the connection numbered `id`, until `reading` returns; its
+/// reply, and whether unblocking works here (refused by an ACL, or never effective within
+/// [`UNBLOCK_FOR`] behind a proxy, it is not tried again on this connection).
+async fn unblock<F>(
+    commands: &Commands,
+    id: i64,
+    mut reading: std::pin::Pin<&mut F>,
+) -> (F::Output, bool)
+where
+    F: std::future::Future,
+{
+    let until = tokio::time::Instant::now() + UNBLOCK_FOR;
+    loop {
+        match commands.unblock(id).await {
+            Ok(true) => return (reading.await, true),
+            Ok(false) if tokio::time::Instant::now() < until => {}
+            Ok(false) | Err(_) => {
+                tracing::warn!("hub reader: CLIENT UNBLOCK has no effect here; topic changes wait for the blocked read");
+                return (reading.await, false);
+            }
+        }
+        tokio::select! {
+            reply = &mut reading => return (reply, true),
+            () = tokio::time::sleep(UNBLOCK_EVERY) => {}
+        }
+    }
+}
+
+/// Ends the subscribers of each topic of `topics` whose stream was trimmed past its cursor.
+/// Redis does not say which entries a trim removed: a cursor older than the oldest entry of a
+/// trimmed stream counts as passed.
+async fn end_trimmed(shard: &Shard, commands: &Commands, topics: Snapshot) -> Result<(), HubError> {
+    for (topic, key, cursor) in topics {
+        let page = commands.history(&topic, &key, cursor, 1).await?;
+        let passed = page
+            .first
+            .map_or(cursor < page.last_generated, |first| cursor < first);
+        if page.trimmed && passed {
+            shard.lag(&topic, cursor);
+        }
+    }
+    Ok(())
 }
 
 /// Reads an `XREAD` reply: per key (a list of pairs in RESP2, a map in RESP3), its entries;
