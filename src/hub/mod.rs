@@ -231,7 +231,8 @@ pub struct HubBuilder {
 impl HubBuilder {
     /// The events each topic keeps for clients that reconnect: at most `events`, and at most
     /// `bytes` of them encoded (default 1 000 and 1 MiB; at least one event is kept either way,
-    /// unless it alone is larger).
+    /// unless it alone is larger). On Redis, each stream is trimmed to about `events`, and
+    /// `bytes` bounds what one replay holds per topic.
     pub fn history(mut self, events: usize, bytes: usize) -> Self {
         self.config.history_events = events;
         self.config.history_bytes = bytes;

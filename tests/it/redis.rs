@@ -498,6 +498,138 @@ async fn a_reader_behind_a_trim_ends_its_subscribers_as_lagged_and_their_resume_
     }
 }
 
+#[tokio::test]
+async fn a_resume_that_joins_a_topic_whose_cursor_was_trimmed_returns_at_once_with_the_gap() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let hub = hub_on(&server, 1000);
+    let mut connection = inspect(&server).await;
+    // The subscribe must run while the reader is away (killed, reconnecting after 100 ms):
+    // the topic is live with its old cursor, whose entry a trim took, and a whole page of
+    // entries after it waits in Redis. It counts when the reader is still away after it.
+    for attempt in 0.. {
+        assert!(
+            attempt < 5,
+            "the reader was never away for a whole subscribe"
+        ); // ok: test
+        wait_ready(&hub).await;
+        let mut live = Reader::of(subscribe(&hub, &["t"], None).await);
+        let old = publish(&hub, "t", "old").await;
+        publish(&hub, "t", "cursor").await;
+        assert_eq!(live.events_until(2).await.data(), ["old", "cursor"]);
+        let id = reader_client(&mut connection).await;
+        let id = id.unwrap_or_else(|| panic!("no reader connection")); // ok: test
+        let mut burst = redis::pipe();
+        burst
+            .atomic()
+            .cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .ignore();
+        for n in 0..1000 {
+            burst
+                .cmd("XADD")
+                .arg("sse:{0}t")
+                .arg("MAXLEN")
+                .arg(1000)
+                .arg("*")
+                .arg("e")
+                .arg(format!("data: burst {n}\n"));
+        }
+        let ids: Vec<String> = burst
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")); // ok: test
+        let resumed =
+            tokio::time::timeout(Duration::from_secs(10), hub.subscribe(["t"], last(&old))).await;
+        let resumed = resumed.unwrap_or_else(|_| panic!("the resume never returned")); // ok: test
+        let resumed = resumed.unwrap_or_else(|e| panic!("{e}")); // ok: test
+        if hub.ready().await.is_ok() {
+            continue;
+        }
+        // Nothing up to the cursor is left: the gap, and the live queue has the rest.
+        assert_eq!(
+            resumed.resume(),
+            Resume::Gap {
+                reason: GapReason::Trimmed,
+                replayed: 0
+            }
+        );
+        // Back, the reader finds its cursor trimmed: both streams end as lagged.
+        let mut resumed = Reader::of(resumed);
+        for reader in [&mut live, &mut resumed] {
+            reader.until(Duration::from_secs(10), |_| false).await;
+            assert!(reader.ended, "a stream went on past the trim of its cursor");
+        }
+        assert_eq!(resumed.data(), [r#"{"reason":"trimmed"}"#]);
+        let again = subscribe(&hub, &["t"], Some(&old)).await;
+        assert_eq!(
+            again.resume(),
+            Resume::Gap {
+                reason: GapReason::Trimmed,
+                replayed: 1000
+            }
+        );
+        let mut again = Reader::of(again);
+        assert_eq!(again.events_until(1001).await.ids(), ids);
+        break;
+    }
+}
+
+#[tokio::test]
+async fn a_replay_holds_at_most_the_history_bytes_then_reports_the_gap() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let bytes = 1000;
+    let redis = Redis::open(&server.url()).unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let hub = Hub::builder().history(1000, bytes).redis(redis);
+    let hub = hub.unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        ids.push(publish(&hub, "t", &format!("{n:0>90}")).await);
+    }
+    // Each event as sent: its data line, its id line, the blank line.
+    let size = |id: &String| "data: \n".len() + 90 + "id: \n".len() + id.len() + 1;
+    let mut fit = 0;
+    let mut total = 0;
+    for id in ids.iter().rev() {
+        total += size(id);
+        if total > bytes {
+            break;
+        }
+        fit += 1;
+    }
+    assert!((2..20).contains(&fit), "{fit} events fit");
+    let cases = [
+        (
+            0,
+            Resume::Gap {
+                reason: GapReason::Trimmed,
+                replayed: fit,
+            },
+        ),
+        (
+            ids.len() - fit - 2,
+            Resume::Gap {
+                reason: GapReason::Trimmed,
+                replayed: fit,
+            },
+        ),
+        (ids.len() - fit - 1, Resume::Resumed { replayed: fit }),
+    ];
+    for (after, expected) in cases {
+        let subscription = subscribe(&hub, &["t"], Some(&ids[after])).await;
+        assert_eq!(subscription.resume(), expected, "after {after}");
+        let mut reader = Reader::of(subscription);
+        let gap = usize::from(matches!(expected, Resume::Gap { .. }));
+        let got = reader.events_until(gap + fit).await.ids();
+        assert_eq!(got, ids[ids.len() - fit..], "after {after}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_loses_nothing_and_repeats_nothing() {
     let Some(mut server) = RedisServer::start() else {
@@ -541,7 +673,29 @@ async fn a_redis_restart_loses_nothing_and_repeats_nothing() {
         assert!(reader.comments > heartbeats, "no heartbeat");
     }
 
+    // A topic live on the node needs no Redis to subscribe to (a resume does).
+    let mut late = through(layer.clone(), subscribe(&a, &["t"], None).await).await;
+    let resume = a.subscribe(["t"], last(&published[19])).await;
+    assert!(
+        matches!(resume, Err(HubError::Unavailable(_))),
+        "{resume:?}"
+    );
+
     server.start_again();
+    // Written as soon as Redis answers, before the readers are back (they reconnect with
+    // backoff, from their cursors).
+    let mut connection = inspect(&server).await;
+    for n in 0..5 {
+        let id: String = redis::cmd("XADD")
+            .arg("sse:{0}t")
+            .arg("*")
+            .arg("e")
+            .arg(format!("data: raw {n}\n"))
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")); // ok: test
+        published.push(id);
+    }
     wait_ready(&a).await;
     wait_ready(&b).await;
     for n in 0..20 {
@@ -549,9 +703,10 @@ async fn a_redis_restart_loses_nothing_and_repeats_nothing() {
         let hub = if n % 2 == 0 { &a } else { &b };
         published.push(publish(hub, "t", &format!("after {n}")).await);
     }
+    assert_eq!(late.events_until(25).await.ids(), published[20..]);
     for reader in &mut readers {
-        let ids = reader.events_until(40).await.ids();
-        assert_eq!(ids.len(), 40, "{:?}", reader.data());
+        let ids = reader.events_until(45).await.ids();
+        assert_eq!(ids.len(), 45, "{:?}", reader.data());
         let ids: Vec<String> = ids
             .iter()
             .map(|id| id.split(',').next().unwrap_or_default().to_owned())

@@ -9,15 +9,18 @@
 //!   Redis Cluster hash tag, so all of a shard's streams live on one cluster node.
 //! - **Publish** is one `XADD ... MAXLEN ~ {history} * e {event}`: the event, encoded once
 //!   without its id, trimmed to about the hub's history (at least that many entries are kept).
-//!   The stream entry id is the event's id.
+//!   The stream entry id is the event's id. Every node must be given the same history: a
+//!   reader notices a shorter trim past its cursor only when it reconnects.
 //! - **Live.** Each node runs one reader per shard, one connection each, reading every topic
 //!   its subscribers want with one blocking `XREAD`, issued again when that set changes; it
 //!   appends the id line to each entry once and hands the bytes to every subscriber.
 //! - **Replay** reads `XRANGE` after the client's id, up to the cursor the subscriber was
 //!   registered with at the reader; each subscriber skips what it already sent, so the seam is
-//!   exact. Across several topics, events are merged by entry id within each read: each
-//!   topic's order is exact, and the order across topics follows Redis's clock, to the
-//!   millisecond (two topics' events of the same millisecond may come in either order).
+//!   exact. It holds at most the history's bytes per topic, like the embedded history: a
+//!   client further behind is told of a gap, then gets the newest events that fit. Across
+//!   several topics, events are merged by entry id within each read: each topic's order is
+//!   exact, and the order across topics follows Redis's clock, to the millisecond (two topics'
+//!   events of the same millisecond may come in either order).
 //! - **Connections** per node: one per shard for its reader, one for every other command,
 //!   whatever the number of subscribers and topics.
 
@@ -27,6 +30,7 @@ mod item;
 mod reader;
 mod subscriber;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -303,7 +307,8 @@ impl Engine {
             after = EntryId::ZERO;
         }
         let mut from = after;
-        let mut items = Vec::new();
+        let mut items = VecDeque::new();
+        let mut bytes = 0;
         let mut first_page = true;
         loop {
             let page = self.commands.history(topic, &key, after, PAGE).await?;
@@ -316,7 +321,8 @@ impl Engine {
                 continue;
             }
             // Entries were trimmed, and the oldest kept is past the position: some of what
-            // came after it may be gone (Redis does not say which, so the client is told).
+            // came after it may be gone. A trim does not record what it removed (Redis 7 keeps
+            // `max-deleted-entry-id` for `XDEL` only), so the client is told.
             let behind = page
                 .first
                 .map_or(after < page.last_generated, |first| after < first);
@@ -324,16 +330,31 @@ impl Engine {
                 gap = Some(GapReason::Trimmed);
             }
             first_page = false;
+            let mut reached = page.returned < PAGE;
+            let before = after;
             for parsed in page.entries {
                 if parsed.id() > cursor {
+                    // The live queue has the rest (the cursor's own entry may be gone).
+                    reached = true;
                     break;
                 }
                 after = after.max(parsed.id());
                 if let Parsed::Item(item) = parsed {
-                    items.push(item);
+                    bytes += item.whole.len();
+                    items.push_back(item);
+                }
+                // Like the embedded history, a replay holds at most the history's bytes: the
+                // newest that fit, after a gap.
+                while bytes > self.config.history_bytes {
+                    let Some(dropped) = items.pop_front() else {
+                        break;
+                    };
+                    bytes -= dropped.whole.len();
+                    gap = gap.or(Some(GapReason::Trimmed));
                 }
             }
-            if page.returned < PAGE || after >= cursor {
+            // A page that took it no further (entries without readable ids) would come again.
+            if reached || after >= cursor || after == before {
                 break;
             }
         }
@@ -368,5 +389,5 @@ struct Replay {
     /// The position it starts from (what the subscriber already has).
     from: EntryId,
     gap: Option<GapReason>,
-    items: Vec<Item>,
+    items: VecDeque<Item>,
 }

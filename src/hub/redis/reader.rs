@@ -266,9 +266,9 @@ async fn read(
         }
         Err(error) => return Err(unavailable(error)),
     };
-    shard.connected.store(true, Ordering::Relaxed);
     // The reader may have been away: what a trim took meanwhile is gone for its subscribers.
     end_trimmed(shard, commands, shard.snapshot()).await?;
+    shard.connected.store(true, Ordering::Relaxed);
     let mut unblocking = id;
     loop {
         let snapshot = shard.snapshot();
@@ -365,8 +365,8 @@ where
 }
 
 /// Ends the subscribers of each topic of `topics` whose stream was trimmed past its cursor.
-/// Redis does not say which entries a trim removed: a cursor older than the oldest entry of a
-/// trimmed stream counts as passed.
+/// A trim does not record which entries it removed (Redis 7 keeps `max-deleted-entry-id` for
+/// `XDEL` only): a cursor older than the oldest entry of a trimmed stream counts as passed.
 async fn end_trimmed(shard: &Shard, commands: &Commands, topics: Snapshot) -> Result<(), HubError> {
     for (topic, key, cursor) in topics {
         let page = commands.history(&topic, &key, cursor, 1).await?;
