@@ -437,6 +437,37 @@ async fn reader_client(connection: &mut redis::aio::MultiplexedConnection) -> Op
     Some(id.to_owned())
 }
 
+/// Adds `count` events to topic `t` in one transaction, each trimming it to exactly `kept`,
+/// after killing the hub reader's connection if `away`; their ids.
+async fn burst(
+    connection: &mut redis::aio::MultiplexedConnection,
+    away: bool,
+    count: usize,
+    kept: usize,
+) -> Vec<String> {
+    let mut burst = redis::pipe();
+    burst.atomic();
+    if away {
+        let id = reader_client(connection).await;
+        let id = id.unwrap_or_else(|| panic!("no reader connection")); // ok: test
+        burst.cmd("CLIENT").arg("KILL").arg("ID").arg(id).ignore();
+    }
+    for n in 0..count {
+        burst
+            .cmd("XADD")
+            .arg("sse:{0}t")
+            .arg("MAXLEN")
+            .arg(kept)
+            .arg("*")
+            .arg("e")
+            .arg(format!("data: burst {n}\n"));
+    }
+    burst
+        .query_async(connection)
+        .await
+        .unwrap_or_else(|e| panic!("{e}")) // ok: test
+}
+
 #[tokio::test]
 async fn a_reader_behind_a_trim_ends_its_subscribers_as_lagged_and_their_resume_reports_the_gap() {
     let Some(server) = RedisServer::start() else {
@@ -455,27 +486,7 @@ async fn a_reader_behind_a_trim_ends_its_subscribers_as_lagged_and_their_resume_
             reader.events_until(1).await.ids(),
             std::slice::from_ref(&before)
         );
-        let mut burst = redis::pipe();
-        burst.atomic();
-        if away {
-            let id = reader_client(&mut connection).await;
-            let id = id.unwrap_or_else(|| panic!("no reader connection")); // ok: test
-            burst.cmd("CLIENT").arg("KILL").arg("ID").arg(id).ignore();
-        }
-        for n in 0..50 {
-            burst
-                .cmd("XADD")
-                .arg("sse:{0}t")
-                .arg("MAXLEN")
-                .arg(kept)
-                .arg("*")
-                .arg("e")
-                .arg(format!("data: burst {n}\n"));
-        }
-        let ids: Vec<String> = burst
-            .query_async(&mut connection)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")); // ok: test
+        let ids = burst(&mut connection, away, 50, kept).await;
         reader.until(Duration::from_secs(10), |_| false).await;
         assert!(reader.ended, "away {away}: the stream goes on past a trim");
         assert_eq!(
@@ -518,30 +529,7 @@ async fn a_resume_that_joins_a_topic_whose_cursor_was_trimmed_returns_at_once_wi
         let old = publish(&hub, "t", "old").await;
         publish(&hub, "t", "cursor").await;
         assert_eq!(live.events_until(2).await.data(), ["old", "cursor"]);
-        let id = reader_client(&mut connection).await;
-        let id = id.unwrap_or_else(|| panic!("no reader connection")); // ok: test
-        let mut burst = redis::pipe();
-        burst
-            .atomic()
-            .cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(id)
-            .ignore();
-        for n in 0..1000 {
-            burst
-                .cmd("XADD")
-                .arg("sse:{0}t")
-                .arg("MAXLEN")
-                .arg(1000)
-                .arg("*")
-                .arg("e")
-                .arg(format!("data: burst {n}\n"));
-        }
-        let ids: Vec<String> = burst
-            .query_async(&mut connection)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")); // ok: test
+        let ids = burst(&mut connection, true, 1000, 1000).await;
         let resumed =
             tokio::time::timeout(Duration::from_secs(10), hub.subscribe(["t"], last(&old))).await;
         let resumed = resumed.unwrap_or_else(|_| panic!("the resume never returned")); // ok: test
