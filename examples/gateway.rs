@@ -8,6 +8,10 @@
 //! cargo run --example gateway --features gateway -- --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000
 //! curl -N -H 'Accept: text/event-stream' http://127.0.0.1:8080/ticks
 //! ```
+//!
+//! An upstream's event stream is served through the layer whatever the client's `Accept`: the
+//! official OpenAI SDKs ask for `application/json` on a streaming request, and still get
+//! heartbeats through a long model pause. `--heartbeat-ms` sets their interval (default 15 000).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,7 +32,11 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (listen, upstream) = args()?;
+    let Args {
+        listen,
+        upstream,
+        heartbeat,
+    } = Args::parse()?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Incoming>();
     let shutdown = CancellationToken::new();
     let gateway = ServiceBuilder::new()
@@ -36,7 +44,7 @@ async fn main() -> Result<(), Error> {
             SseLayer::new()
                 .graceful_shutdown(shutdown.clone())
                 // Below every idle timeout on the way: nginx and ALB 60 s, Heroku 55 s.
-                .heartbeat(Duration::from_secs(15))
+                .heartbeat(heartbeat)
                 .on_disconnect(|info| {
                     println!(
                         "client left after {:.1?}: {} events",
@@ -56,19 +64,33 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// `--listen ADDR --upstream URI`.
-fn args() -> Result<(SocketAddr, Uri), Error> {
-    let mut listen = None;
-    let mut upstream = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--listen" => listen = Some(value.parse()?),
-            "--upstream" => upstream = Some(value.parse()?),
-            _ => return Err(format!("unknown flag {flag}").into()),
+/// The command line: `--listen ADDR --upstream URI [--heartbeat-ms MS]`.
+struct Args {
+    listen: SocketAddr,
+    upstream: Uri,
+    heartbeat: Duration,
+}
+
+impl Args {
+    fn parse() -> Result<Self, Error> {
+        let mut listen = None;
+        let mut upstream = None;
+        let mut heartbeat = Duration::from_secs(15);
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or(format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--listen" => listen = Some(value.parse()?),
+                "--upstream" => upstream = Some(value.parse()?),
+                "--heartbeat-ms" => heartbeat = Duration::from_millis(value.parse()?),
+                _ => return Err(format!("unknown flag {flag}").into()),
+            }
         }
+        let usage = "usage: gateway --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9000 [--heartbeat-ms 15000]";
+        Ok(Self {
+            listen: listen.ok_or(usage)?,
+            upstream: upstream.ok_or(usage)?,
+            heartbeat,
+        })
     }
-    let usage = "usage: gateway --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9000";
-    Ok((listen.ok_or(usage)?, upstream.ok_or(usage)?))
 }

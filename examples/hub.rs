@@ -115,7 +115,7 @@ async fn events(
         // come back (the layer passes the hint on), and ends.
         Err(HubError::Unavailable(error)) => {
             println!("subscribe refused, Redis unavailable: {error}");
-            let retry = "retry: 5000\n\n";
+            let retry = "retry: 5000\n";
             ([(header::CONTENT_TYPE, "text/event-stream")], retry).into_response()
         }
         Err(error) => error.into_http().map(Body::from),

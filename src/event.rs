@@ -16,7 +16,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// - `event` and `id` are checked when set: a line break (or a NUL in an `id`) is an
 ///   [`EventError`], never written.
 /// - A comment containing line breaks becomes several comment lines.
-/// - The encoded event always ends with a blank line.
+/// - An event with data ends with the blank line that dispatches it. An event without data
+///   dispatches nothing in a client, so it ends no block: its comment, `id` and `retry` lines
+///   are written alone, and join the next event's block (a client applies `retry` as it reads
+///   it, and the `id` with the next event); its `event` name, which only the blank line would
+///   have discarded, is not written, so it never renames the next event. Parsers in the field
+///   that dispatch any block ending in a blank line (the Python `openai` SDK) would otherwise
+///   dispatch it with empty data, and fail.
 ///
 /// ```
 /// use tower_sse::Event;
@@ -181,7 +187,16 @@ impl Event {
         self.comment.as_deref().map(as_str)
     }
 
-    /// Encodes the event in the `text/event-stream` wire format, ending with a blank line.
+    /// Encodes the event in the `text/event-stream` wire format: ending with a blank line when
+    /// it has data, as lines that join the next event's block when it has none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::Event;
+    ///
+    /// assert_eq!(Event::default().retry(Duration::from_secs(3)).encode(), "retry: 3000\n");
+    /// assert_eq!(Event::default().comment("").encode(), ":\n");
+    /// ```
     pub fn encode(&self) -> String {
         let mut buf = BytesMut::new();
         self.encode_into(&mut buf);
@@ -251,7 +266,9 @@ impl Event {
                 }
             }
         }
-        if let Some(event) = &self.event {
+        // Without data the name has no effect on a client, but joined to the next event's
+        // block it would rename that event.
+        if let Some(event) = self.event.as_ref().filter(|_| self.data.is_some()) {
             put_field(buf, b"event: ", event);
         }
         if let Some(data) = &self.data {
@@ -265,7 +282,9 @@ impl Event {
         if let Some(retry) = retry {
             put_field(buf, b"retry: ", retry.as_bytes());
         }
-        buf.put_u8(b'\n');
+        if self.data.is_some() {
+            buf.put_u8(b'\n');
+        }
     }
 }
 
@@ -361,16 +380,27 @@ mod tests {
     #[test]
     fn retry_is_written_in_milliseconds() {
         let event = Event::default().retry(Duration::from_millis(1500));
-        assert_eq!(event.encode(), "retry: 1500\n\n");
+        assert_eq!(event.encode(), "retry: 1500\n");
         let event = Event::default().retry(Duration::ZERO);
-        assert_eq!(event.encode(), "retry: 0\n\n");
+        assert_eq!(event.encode(), "retry: 0\n");
         let event = Event::default().retry(Duration::MAX);
-        assert_eq!(event.encode(), format!("retry: {}\n\n", u64::MAX));
+        assert_eq!(event.encode(), format!("retry: {}\n", u64::MAX));
     }
 
     #[test]
     fn comment_lines_never_become_fields() {
         let event = Event::default().comment("a\ndata: x\r\n");
-        assert_eq!(event.encode(), ": a\n: data: x\n:\n\n");
+        assert_eq!(event.encode(), ": a\n: data: x\n:\n");
+    }
+
+    #[test]
+    fn only_an_event_with_data_ends_its_block() {
+        let named = Event::default().event("x").map(|event| event.id("7"));
+        let Ok(Ok(named)) = named else {
+            panic!("valid fields"); // ok: test
+        };
+        assert_eq!(named.encode(), "id: 7\n", "the name of nothing is dropped");
+        assert_eq!(named.data("").encode(), "event: x\ndata: \nid: 7\n\n");
+        assert_eq!(Event::default().encode(), "");
     }
 }

@@ -14,16 +14,55 @@ use crate::config::Config;
 use crate::decode::Decoder;
 use crate::disconnect::DisconnectGuard;
 use crate::engine::{Admission, Handoff, HandoffSlot};
-use crate::headers::{add_vary_accept, is_grpc, is_identity_encoded, set_event_stream_headers};
+use crate::headers::{
+    add_vary_accept, is_event_stream, is_grpc, is_identity_encoded, set_event_stream_headers,
+};
+use crate::metrics::StreamLabel;
 use crate::{Framing, SseBody};
 
-/// What an event stream request carries to its response.
+/// What a request carries to its response, for the response to become an event stream.
 pub(crate) struct StreamRequest {
     pub(crate) config: Arc<Config>,
     /// Whether the choice depended on `Accept` (so caches must vary on it).
     pub(crate) vary_accept: bool,
-    /// What the stream was admitted with (its place under the limits, its metrics label).
-    pub(crate) admission: Admission,
+    pub(crate) entry: Entry,
+}
+
+/// How a stream is let in.
+pub(crate) enum Entry {
+    /// The request asked for an event stream (or the layer converts every response): any
+    /// convertible response becomes one, admitted with this (its place under the limits, taken
+    /// at the request, and its metrics label).
+    Admitted(Admission),
+    /// The request did not ask: only a response that already is an event stream (or hands one
+    /// over) becomes one, and takes its place under the limits then, with the per-key limit's
+    /// `key` taken from the request.
+    Offered {
+        key: Option<String>,
+        label: StreamLabel,
+    },
+}
+
+impl Entry {
+    fn is_admitted(&self) -> bool {
+        matches!(self, Self::Admitted(_))
+    }
+
+    /// The stream's admission, or the refusal to send instead of a stream offered over a
+    /// limit.
+    pub(crate) fn admit(
+        self,
+        config: &Config,
+        vary_accept: bool,
+    ) -> Result<Admission, Box<Response<Bytes>>> {
+        match self {
+            Self::Admitted(admission) => Ok(admission),
+            Self::Offered { key, label } => Ok(Admission {
+                permit: config.limits.admit(key, vary_accept)?,
+                label,
+            }),
+        }
+    }
 }
 
 pin_project! {
@@ -44,7 +83,7 @@ pin_project! {
             inner: F,
             // Cancels the request's `Disconnect` handle when dropped; moves into the body.
             done: Option<DisconnectGuard>,
-            // Set when the request asked for an event stream.
+            // Taken when the response comes.
             stream: Option<StreamRequest>,
         },
         // Answered without a call (after the shutdown signal, or over a stream limit).
@@ -56,23 +95,26 @@ pin_project! {
 
 impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (state, event_stream) = match &self.state {
-            State::Called { stream, .. } => ("called", stream.is_some()),
+        let (state, asked) = match &self.state {
+            State::Called { stream, .. } => (
+                "called",
+                stream.as_ref().is_some_and(|s| s.entry.is_admitted()),
+            ),
             State::Answered { .. } => ("answered", true),
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
-            .field("event_stream", &event_stream)
+            .field("event_stream_requested", &asked)
             .finish()
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, done: DisconnectGuard, stream: Option<StreamRequest>) -> Self {
+    pub(crate) fn new(inner: F, done: DisconnectGuard, stream: StreamRequest) -> Self {
         let state = State::Called {
             inner,
             done: Some(done),
-            stream,
+            stream: Some(stream),
         };
         Self { state }
     }
@@ -102,8 +144,9 @@ where
                 let response = ready!(inner.poll(cx))?;
                 let done = done.take();
                 Poll::Ready(Ok(match stream.take() {
-                    None => untouched(response, done),
                     Some(stream) => into_event_stream(response, stream, done),
+                    // Polled again after it completed: nothing is left to make a stream of.
+                    None => untouched(response, done),
                 }))
             }
             StateProj::Answered { response } => match response.take() {
@@ -124,6 +167,8 @@ fn untouched<B>(mut response: Response<B>, done: Option<DisconnectGuard>) -> Res
     response.map(|body| SseBody::untouched(body, done))
 }
 
+/// The response as the client gets it: an event stream when the request asked for one and the
+/// response is convertible, or when the response already is one; otherwise untouched.
 fn into_event_stream<B>(
     response: Response<B>,
     stream: StreamRequest,
@@ -133,30 +178,36 @@ fn into_event_stream<B>(
     if !is_convertible(head.status, &head.headers) {
         return Response::from_parts(head, SseBody::untouched(body, done));
     }
-    let framing = stream
-        .config
+    // One of this crate's own streams: served from its source, not decoded again.
+    let handed_over = head
+        .extensions
+        .remove::<HandoffSlot>()
+        .and_then(|slot| slot.take());
+    let StreamRequest {
+        config,
+        vary_accept,
+        entry,
+    } = stream;
+    if !entry.is_admitted() && handed_over.is_none() && !is_event_stream(&head.headers) {
+        return untouched(Response::from_parts(head, body), done);
+    }
+    let admission = match entry.admit(&config, vary_accept) {
+        Ok(admission) => admission,
+        // The response's body (a subscription, an upstream stream) is dropped unread.
+        Err(refusal) => return (*refusal).map(SseBody::answer),
+    };
+    let framing = config
         .framing
         .unwrap_or_else(|| Framing::from_content_type(head.headers.get(header::CONTENT_TYPE)));
     // Clients accept exactly 200 for an event stream.
     head.status = StatusCode::OK;
-    set_event_stream_headers(&mut head.headers, stream.vary_accept);
-    // One of this crate's own streams: served from its source, not decoded again.
-    if let Some(source) = head
-        .extensions
-        .remove::<HandoffSlot>()
-        .and_then(|slot| slot.take())
-    {
-        let body = SseBody::handoff(
-            Handoff::Taken(source),
-            stream.config,
-            done,
-            stream.admission,
-        );
+    set_event_stream_headers(&mut head.headers, vary_accept);
+    if let Some(source) = handed_over {
+        let body = SseBody::handoff(Handoff::Taken(source), config, done, admission);
         return Response::from_parts(head, body);
     }
-    let config = &stream.config;
     let decoder = Decoder::new(framing, config.max_message_size, config.retry);
-    let body = SseBody::events(body, decoder, stream.config, done, stream.admission);
+    let body = SseBody::events(body, decoder, config, done, admission);
     Response::from_parts(head, body)
 }
 

@@ -43,6 +43,11 @@ pub(crate) fn content_type(headers: &HeaderMap) -> Option<&str> {
     Some(essence(value))
 }
 
+/// Whether a response is an event stream already (`text/event-stream`, any parameters).
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
+    content_type(headers).is_some_and(|essence| essence.eq_ignore_ascii_case(EVENT_STREAM))
+}
+
 /// Whether a response is gRPC (`application/grpc` or `application/grpc+<codec>`; gRPC-Web's
 /// framing differs, and is not).
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {

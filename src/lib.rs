@@ -24,7 +24,6 @@
 //!     .layer(SseLayer::new().heartbeat(Duration::from_secs(15)).retry(Duration::from_secs(3)));
 //! // A browser's `new EventSource("/ticks")` now receives:
 //! //   retry: 3000
-//! //
 //! //   data: one
 //! //
 //! //   data: two
@@ -33,14 +32,19 @@
 //!
 //! # What the layer does
 //!
-//! - **Negotiation.** Only requests whose `Accept` names `text/event-stream` (as `EventSource`
-//!   sends) are converted, so the layer can wrap a whole router; [`SseLayer::always`] converts
-//!   every request. Every request gets the [`Disconnect`] and [`LastEventId`] extensions, so
-//!   handlers can always extract them. An event stream request reaches the inner service with
-//!   `Accept-Encoding: identity`, since only an uncompressed body can be re-framed.
+//! - **Negotiation.** The request or the response decides. The response to a request whose
+//!   `Accept` names `text/event-stream` (as `EventSource` sends) is converted, so the layer can
+//!   wrap a whole router; [`SseLayer::always`] converts every request. A response that already
+//!   is an event stream (`text/event-stream`, or a hub subscription) goes through the layer
+//!   whatever the request's `Accept` (curl, `fetch`, htmx and LLM SDKs do not all ask), with
+//!   the same heartbeats, limits, shutdown and callbacks. Every request gets the
+//!   [`Disconnect`] and [`LastEventId`] extensions, so handlers can always extract them. An
+//!   event stream request reaches the inner service with `Accept-Encoding: identity`, since
+//!   only an uncompressed body can be re-framed.
 //! - **Pass-through.** A response that is not a 2xx, a 204, 205 or 206, a gRPC response, or one
-//!   with a `Content-Encoding` other than `identity`, is returned untouched. A 2xx answer to a
-//!   request that did not ask for an event stream only gains `Vary: Accept`. Put tower-http's
+//!   with a `Content-Encoding` other than `identity`, is returned untouched. A 2xx answer that
+//!   is not an event stream, to a request that did not ask for one, only gains `Vary: Accept`.
+//!   Put tower-http's
 //!   `CompressionLayer` *outside* this layer: its default predicate does not compress
 //!   `text/event-stream`, and a compressed inner body would not be converted.
 //! - **Headers.** `Content-Type: text/event-stream`, `Cache-Control: no-cache, no-transform`,
@@ -51,7 +55,8 @@
 //!   message per body frame. Each [`Message`] is mapped to an [`Event`] by
 //!   [`SseLayer::map_message`].
 //! - **Lifecycle.** The stream opens with a retry hint (or a comment), sends a heartbeat comment
-//!   after each idle interval, coalesces events that are already ready into one write, ends
+//!   after each idle interval (neither followed by a blank line, which lenient parsers such as
+//!   the Python `openai` SDK would dispatch as an empty event), coalesces events that are already ready into one write, ends
 //!   after a complete event, turns an inner error into a final `error` event, and reports a
 //!   client that left through [`Disconnect`] and [`SseLayer::on_disconnect`].
 //!

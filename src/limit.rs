@@ -143,8 +143,44 @@ impl Limits {
         self.counts = Arc::default();
     }
 
-    /// A place for one more stream of the request `parts`, or the limit it would exceed.
-    pub(crate) fn acquire(&self, parts: &Parts) -> Result<Permit, LimitExceeded> {
+    /// The per-key limit's key of the request `parts`, if that limit is set and the request
+    /// has one. Taken when the request comes, even if its stream is only admitted when the
+    /// response shows it is one.
+    pub(crate) fn key_of(&self, parts: &Parts) -> Option<String> {
+        self.per_key.as_ref().and_then(|(_, key_of)| key_of(parts))
+    }
+
+    /// A place for one more stream (of the request with `key`), or the answer to send instead:
+    /// the refusal, reported to the callback, the metrics and the log. No place is taken when
+    /// no limit is set.
+    pub(crate) fn admit(
+        &self,
+        key: Option<String>,
+        vary_accept: bool,
+    ) -> Result<Option<Permit>, Box<Response<Bytes>>> {
+        if !self.is_set() {
+            return Ok(None);
+        }
+        match self.acquire(key) {
+            Ok(permit) => Ok(Some(permit)),
+            Err(exceeded) => {
+                tracing::debug!(
+                    limit = exceeded.limit.as_str(),
+                    max = exceeded.max,
+                    key = exceeded.key.as_deref(),
+                    "event stream refused: over the stream limit"
+                );
+                if let Some(on_exceeded) = &self.on_exceeded {
+                    on_exceeded(&exceeded);
+                }
+                crate::metrics::refused(exceeded.limit);
+                Err(Box::new(self.refuse(vary_accept)))
+            }
+        }
+    }
+
+    /// A place for one more stream of the request with `key`, or the limit it would exceed.
+    fn acquire(&self, key: Option<String>) -> Result<Permit, LimitExceeded> {
         let max = self.max_streams.unwrap_or(usize::MAX);
         let counts = &self.counts;
         counts
@@ -162,8 +198,8 @@ impl Limits {
             counts: counts.clone(),
             key: None,
         };
-        if let Some((max, key_of)) = &self.per_key {
-            if let Some(key) = key_of(parts) {
+        if let Some((max, _)) = &self.per_key {
+            if let Some(key) = key {
                 let mut keys = counts.lock_keys();
                 let count = keys.entry(key.clone()).or_insert(0);
                 if *count >= *max {
@@ -184,7 +220,7 @@ impl Limits {
     }
 
     /// The answer to a refused request.
-    pub(crate) fn refuse(&self, vary_accept: bool) -> Response<Bytes> {
+    fn refuse(&self, vary_accept: bool) -> Response<Bytes> {
         match &self.refusal {
             Refusal::RetryLater(after) => {
                 let mut text = BytesMut::new();

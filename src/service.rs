@@ -10,17 +10,17 @@ use tower_service::Service;
 use crate::config::{builder_methods, Config};
 use crate::disconnect::DisconnectGuard;
 use crate::engine::Admission;
-use crate::future::{ResponseFuture, StreamRequest};
+use crate::future::{Entry, ResponseFuture, StreamRequest};
 use crate::headers::{accepts_event_stream, set_event_stream_headers};
 use crate::metrics::StreamLabel;
 use crate::{Disconnect, LastEventId};
 
 /// What [`SseService::begin`] decided for a request.
 pub(crate) enum Begun {
-    /// Call the inner service; `stream` is set when the response becomes an event stream.
+    /// Call the inner service; `stream` says what its response may become.
     Call {
         done: DisconnectGuard,
-        stream: Option<StreamRequest>,
+        stream: StreamRequest,
     },
     /// Answered without a call: a subscription after the shutdown signal, or a stream over a
     /// limit.
@@ -32,9 +32,12 @@ pub(crate) enum Begun {
 /// Every request gets the [`Disconnect`] extension (and [`LastEventId`] when it carries the
 /// header), so handlers behind the layer can always extract them. The 2xx response to an event
 /// stream request (its `Accept` names `text/event-stream`, or any request with
-/// [`always`](Self::always)) is turned into an event stream; other responses pass untouched.
-/// An event stream request reaches the inner service with `Accept-Encoding: identity`, since
-/// only an uncompressed body can be cut into messages.
+/// [`always`](Self::always)) is turned into an event stream. So is a response that already is
+/// one (`text/event-stream`, or a hub subscription), whatever the request's `Accept`: curl,
+/// `fetch`, htmx and LLM SDKs do not all ask, and their streams get the same heartbeats,
+/// limits and shutdown. Other responses pass untouched. An event stream request reaches the
+/// inner service with `Accept-Encoding: identity`, since only an uncompressed body can be cut
+/// into messages.
 #[derive(Clone)]
 pub struct SseService<S> {
     inner: S,
@@ -107,10 +110,11 @@ where
 
 impl<S> SseService<S> {
     /// Gives the request its `Disconnect` and `LastEventId` extensions, and decides: `convert`
-    /// when the response is to become an event stream, `subscription` when the request asked
-    /// for one (only those are answered without a call after the shutdown signal: with
-    /// `always`, other requests still get their own answer, and a converted stream ends at once
-    /// with the shutdown event). A stream over a limit is answered without a call.
+    /// when any convertible response is to become an event stream (otherwise only one that
+    /// already is becomes one, and takes its place under the limits then), `subscription` when
+    /// the request asked for one (only those are answered without a call after the shutdown
+    /// signal: other requests still get their own answer, and a stream made of it ends at once
+    /// with the shutdown event). A stream request over a limit is answered without a call.
     pub(crate) fn begin(
         &self,
         request: &mut http::request::Parts,
@@ -123,25 +127,16 @@ impl<S> SseService<S> {
             tracing::debug!("event stream refused: shutting down");
             return Begun::Answered(shutting_down(config, vary_accept));
         }
-        let mut permit = None;
-        if convert && config.limits.is_set() {
-            match config.limits.acquire(request) {
-                Ok(acquired) => permit = Some(acquired),
-                Err(exceeded) => {
-                    tracing::debug!(
-                        limit = exceeded.limit.as_str(),
-                        max = exceeded.max,
-                        key = exceeded.key.as_deref(),
-                        "event stream refused: over the stream limit"
-                    );
-                    if let Some(on_exceeded) = &config.limits.on_exceeded {
-                        on_exceeded(&exceeded);
-                    }
-                    crate::metrics::refused(exceeded.limit);
-                    return Begun::Answered(config.limits.refuse(vary_accept));
-                }
+        let key = config.limits.key_of(request);
+        let label = StreamLabel::of(config, request);
+        let entry = if convert {
+            match config.limits.admit(key, vary_accept) {
+                Ok(permit) => Entry::Admitted(Admission { permit, label }),
+                Err(refusal) => return Begun::Answered(*refusal),
             }
-        }
+        } else {
+            Entry::Offered { key, label }
+        };
         let disconnect = Disconnect::new();
         request.extensions.insert(disconnect.clone());
         if let Some(id) = LastEventId::from_headers(&request.headers) {
@@ -155,14 +150,11 @@ impl<S> SseService<S> {
                 HeaderValue::from_static("identity"),
             );
         }
-        let stream = convert.then(|| StreamRequest {
+        let stream = StreamRequest {
             config: config.clone(),
             vary_accept,
-            admission: Admission {
-                permit,
-                label: StreamLabel::of(config, request),
-            },
-        });
+            entry,
+        };
         Begun::Call {
             done: disconnect.guard(),
             stream,

@@ -281,7 +281,7 @@ mod tests {
     fn id_with_nul_ignored_and_id_only_block_kept() {
         assert_eq!(
             parse("id: a\0b\ndata: x\n\nid: 7\n\n"),
-            ["data: x\n\n", "id: 7\n\n"]
+            ["data: x\n\n", "id: 7\n"]
         );
     }
 
@@ -324,14 +324,14 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(parse_after(3000, "retry: 3000"), Vec::<String>::new());
-        assert_eq!(parse_after(2000, "retry: 3000\n\n"), ["retry: 3000\n\n"]);
+        assert_eq!(parse_after(2000, "retry: 3000\n\n"), ["retry: 3000\n"]);
         assert_eq!(
             parse_after(3000, "data: x\n\nretry: 3000\n\n"),
-            ["data: x\n\n", "retry: 3000\n\n"]
+            ["data: x\n\n", "retry: 3000\n"]
         );
         assert_eq!(
             parse_after(3000, "retry: 3000\nid: 1\n\n"),
-            ["id: 1\nretry: 3000\n\n"]
+            ["id: 1\nretry: 3000\n"]
         );
     }
 

@@ -127,10 +127,10 @@ async fn encoded_events_get_the_layers_lifecycle_without_being_decoded() {
     let first = next_text(&mut body).await;
     assert_eq!(
         first,
-        "retry: 1234\n\nid: 1\ndata: x\n\nid: 2\ndata: x\n\nid: 3\ndata: x\n\n: raw\n\n"
+        "retry: 1234\nid: 1\ndata: x\n\nid: 2\ndata: x\n\nid: 3\ndata: x\n\n: raw\n\n"
     );
     // Idle: the layer's heartbeat.
-    assert_eq!(next_text(&mut body).await, ":\n\n");
+    assert_eq!(next_text(&mut body).await, ":\n");
     // Shutdown: the shutdown event, then the end, reported with the source's last id.
     let _ = tx.send(encoded(4));
     assert_eq!(next_text(&mut body).await, "id: 4\ndata: x\n\n");
@@ -162,7 +162,7 @@ async fn without_a_layer_the_handed_off_body_is_a_stream_of_its_own() {
             &frame.into_data().unwrap_or_default(),
         ));
     }
-    assert_eq!(text, "retry: 3000\n\nid: 7\ndata: x\n\n");
+    assert_eq!(text, "retry: 3000\nid: 7\ndata: x\n\n");
 }
 
 #[tokio::test]
@@ -188,7 +188,7 @@ async fn an_inner_service_setting_the_same_headers_is_decoded_again() {
         Ok(collected) => collected.to_bytes(),
         Err(never) => match never {},
     };
-    assert_eq!(&collected[..], b":\n\ndata: a\nid: 9\n\n");
+    assert_eq!(&collected[..], b":\ndata: a\nid: 9\n\n");
 }
 
 #[tokio::test]
@@ -214,7 +214,7 @@ async fn the_framing_is_read_from_the_inner_head_before_it_is_rewritten() {
         Ok(collected) => collected.to_bytes(),
         Err(never) => match never {},
     };
-    assert_eq!(&collected[..], b":\n\ndata: one\n\ndata: two\n\n");
+    assert_eq!(&collected[..], b":\ndata: one\n\ndata: two\n\n");
 }
 
 #[tokio::test(start_paused = true)]

@@ -146,7 +146,7 @@ where
                         (call, Begun::Call { done, stream }) => FutureKind::Call {
                             future: self.inner.get_mut().call(call),
                             done: Some(done),
-                            stream,
+                            stream: Some(stream),
                         },
                     },
                 }
@@ -280,11 +280,15 @@ fn into_event_stream<B>(
         *response.headers_mut() = head.headers;
         return response;
     }
+    let admission = match stream.entry.admit(&stream.config, stream.vary_accept) {
+        Ok(admission) => admission,
+        Err(refusal) => return (*refusal).map(SseBody::answer),
+    };
     head.status = StatusCode::OK;
     set_event_stream_headers(&mut head.headers, stream.vary_accept);
     remove_grpc_headers(&mut head.headers);
     let decoder = Decoder::Other(Box::new(decoder));
-    let body = SseBody::events(body, decoder, stream.config, done, stream.admission);
+    let body = SseBody::events(body, decoder, stream.config, done, admission);
     Response::from_parts(head, body)
 }
 

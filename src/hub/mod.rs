@@ -41,7 +41,8 @@
 //! | Several topics | up to 16 per subscription, merged in publish order, resumed with one id |
 //! | Shutdown | the layer's shutdown event ends hub streams; give it no `id`, or the client's hub id is replaced and its next subscribe starts with a gap |
 //! | Encode once | an event is encoded once into shared bytes; each subscriber's stream hands them on (copied only when coalesced with others) |
-//! | Bad input | a topic name is 1 to 256 bytes without control characters, else [`HubError::InvalidTopic`] (a `400`); a `Last-Event-ID` of any content or length is read without a panic |
+//! | Bad input | a topic name is 1 to 256 bytes without control characters, else [`HubError::InvalidTopic`] (a `400`); an event without data, which no client would dispatch, is [`HubError::NoData`]; a `Last-Event-ID` of any content or length is read without a panic |
+//! | Any `Accept` | behind [`SseLayer`](crate::SseLayer), a subscription is served with the layer's settings and limits whatever the request's `Accept` (curl, `fetch` and htmx do not ask for `text/event-stream`) |
 
 mod id;
 mod memory;
@@ -98,6 +99,9 @@ pub enum HubError {
     },
     /// The event could not be given its id.
     Event(EventError),
+    /// The event has no data: a client dispatches no event without data, so a hub event
+    /// always has some (empty data, `Event::data("")`, is still an event).
+    NoData,
     /// The hub was closed.
     Closed,
     /// The hub's store cannot be reached now (Redis is down or unreachable, or did not answer
@@ -117,7 +121,9 @@ impl HubError {
         match self {
             Self::InvalidTopic(_) | Self::TopicCount { .. } => http::StatusCode::BAD_REQUEST,
             Self::Closed | Self::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
-            Self::Event(_) | Self::Config(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Event(_) | Self::NoData | Self::Config(_) => {
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -153,6 +159,7 @@ impl std::fmt::Display for HubError {
                 write!(f, "a subscription names 1 to {limit} topics, not {given}")
             }
             Self::Event(error) => write!(f, "the event could not be given its id: {error}"),
+            Self::NoData => f.write_str("a hub event needs data: clients dispatch none without"),
             Self::Closed => f.write_str("the hub is closed"),
             Self::Unavailable(error) => write!(f, "the hub's store is unavailable: {error}"),
             Self::Config(why) => write!(f, "the hub is misconfigured: {why}"),
@@ -343,10 +350,14 @@ impl Hub {
 
     /// Publishes `event` on `topic`, and returns the id it was given (an id the event had is
     /// replaced). Every subscriber of the topic receives it; none can make this wait or fail.
+    /// An event without data is refused ([`HubError::NoData`]): no client would dispatch it.
     /// On Redis it fails with [`HubError::Unavailable`] while Redis cannot be reached: an
     /// event is never dropped silently.
     pub async fn publish(&self, topic: &str, event: Event) -> Result<String, HubError> {
         self.validate(topic)?;
+        if event.get_data().is_none() {
+            return Err(HubError::NoData);
+        }
         let id = match &self.engine {
             Engine::Memory(memory) => memory.publish(topic, event)?,
             #[cfg(feature = "redis")]

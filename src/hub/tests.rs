@@ -121,7 +121,7 @@ async fn a_published_event_reaches_every_subscriber_with_the_id_it_was_given() {
     let expected = format!("data: hello\nid: {id}\n\n");
     for reader in [&mut a, &mut b] {
         let text = reader.until(&expected).await;
-        assert_eq!(text, format!("retry: 3000\n\n{expected}"));
+        assert_eq!(text, format!("retry: 3000\n{expected}"));
     }
     let next = publish(&hub, "t", "again").await;
     assert!(seq(&next) > seq(&id));
@@ -183,7 +183,7 @@ async fn ids_it_cannot_resume_get_one_gap_event_then_what_is_retained() {
             reason.as_str()
         );
         assert!(
-            text.starts_with(&format!("retry: 3000\n\n{gap}data: 3\n")),
+            text.starts_with(&format!("retry: 3000\n{gap}data: 3\n")),
             "{text}"
         );
         assert_eq!(reader.ids(), &ids[3..]);
@@ -342,7 +342,7 @@ async fn a_closed_hub_refuses_and_ends_its_streams() {
     let id = publish(&hub, "t", "last").await;
     hub.close();
     assert!(matches!(
-        hub.publish("t", Event::default()).await,
+        hub.publish("t", Event::default().data("late")).await,
         Err(HubError::Closed)
     ));
     assert!(matches!(

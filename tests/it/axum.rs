@@ -58,7 +58,7 @@ async fn router_streams_become_events_and_pages_stay_pages() {
     let body = support::collect(response.into_body()).await;
     assert_eq!(
         support::text(&body),
-        "retry: 3000\n\ndata: tick 1\n\ndata: tick 2\n\ndata: tick 3\n\n"
+        "retry: 3000\ndata: tick 1\n\ndata: tick 2\n\ndata: tick 3\n\n"
     );
 
     let page = support::get(addr, "/", &[("accept", "text/html,*/*;q=0.8")]).await;
@@ -76,7 +76,7 @@ async fn an_axum_sse_handler_is_reframed_event_by_event() {
     let body = support::collect(response.into_body()).await;
     assert_eq!(
         support::text(&body),
-        "retry: 3000\n\nevent: x\ndata: a\n\nevent: x\ndata: b\ndata: c\n\n"
+        "retry: 3000\nevent: x\ndata: a\n\nevent: x\ndata: b\ndata: c\n\n"
     );
     let events = parse(&body).events;
     assert_eq!(events[1].data, "b\nc");
@@ -91,7 +91,7 @@ async fn the_preamble_arrives_before_the_first_message() {
         !seen.is_empty()
     })
     .await;
-    assert_eq!(support::text(&first), "retry: 3000\n\n");
+    assert_eq!(support::text(&first), "retry: 3000\n");
     assert!(
         start.elapsed() < Duration::from_millis(250),
         "{:?}",
@@ -155,5 +155,5 @@ async fn http2_responses_carry_no_connection_specific_headers() {
         .await
         .expect("body")
         .to_bytes();
-    assert_eq!(&body[..], b"retry: 3000\n\ndata: 1\n\ndata: 2\n\n");
+    assert_eq!(&body[..], b"retry: 3000\ndata: 1\n\ndata: 2\n\n");
 }

@@ -80,7 +80,7 @@ async fn client_close_is_noticed_within_100ms_and_reported_once() {
     assert_eq!(info.last_event_id.as_deref(), Some("6"));
     assert_eq!(
         info.bytes,
-        ("retry: 3000\n\n".len() + 3 * "data: 4\nid: 4\n\n".len()) as u64
+        ("retry: 3000\n".len() + 3 * "data: 4\nid: 4\n\n".len()) as u64
     );
     assert!(info.duration >= Duration::from_millis(50));
 
@@ -112,10 +112,7 @@ async fn a_stream_that_ends_is_not_a_disconnect() {
     let addr = support::serve_axum(app).await;
     let response = support::get_sse(addr, "/done").await;
     let body = support::collect(response.into_body()).await;
-    assert_eq!(
-        support::text(&body),
-        "retry: 3000\n\ndata: only message\n\n"
-    );
+    assert_eq!(support::text(&body), "retry: 3000\ndata: only message\n\n");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(*count.lock().expect("lock"), 0);
 }

@@ -107,6 +107,44 @@ proptest! {
         prop_assert_eq!(parse(wire.as_bytes()).events, expected);
     }
 
+    /// An event without data dispatches nothing (WHATWG), so it ends no block: lenient
+    /// parsers that dispatch any block ending in a blank line (the Python `openai` SDK) would
+    /// dispatch it with empty data. Its id and retry join the next event, which keeps its own
+    /// type: the dropped name never leaks into it.
+    #[test]
+    fn an_event_without_data_ends_no_block_and_its_fields_join_the_next_event(
+        name in proptest::option::of(single_line(8)),
+        id in proptest::option::of(single_line(8).prop_map(|s| s.replace('\0', ""))),
+        comment in proptest::option::of(tricky_string(12)),
+        retry in proptest::option::of(0u64..100_000),
+        next in tricky_string(16),
+    ) {
+        let mut event = Event::default();
+        if let Some(name) = &name {
+            event = event.event(name.clone()).expect("a name without line breaks is valid");
+        }
+        if let Some(id) = &id {
+            event = event.id(id.clone()).expect("an id without line breaks or NUL is valid");
+        }
+        if let Some(comment) = &comment {
+            event = event.comment(comment.clone());
+        }
+        if let Some(retry) = retry {
+            event = event.retry(Duration::from_millis(retry));
+        }
+        let wire = event.encode();
+        prop_assert!(wire.lines().all(|line| !line.is_empty()), "{:?}", wire);
+        let stream = format!("{wire}{}", Event::default().data(next.clone()).encode());
+        prop_assert!(support::lenient::spurious_dispatches(stream.as_bytes()).is_empty(), "{:?}", stream);
+        let parsed = parse(stream.as_bytes());
+        prop_assert_eq!(parsed.events, vec![Dispatched {
+            kind: "message".into(),
+            data: as_received(&next),
+            last_event_id: id.unwrap_or_default(),
+        }]);
+        prop_assert_eq!(parsed.retry, retry.map(u128::from));
+    }
+
     #[test]
     fn a_comment_never_dispatches_or_sets_a_field(text in tricky_string(40)) {
         let parsed = parse(Event::default().comment(text.clone()).encode().as_bytes());

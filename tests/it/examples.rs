@@ -532,3 +532,38 @@ async fn the_metrics_example_exports_streams_and_refusals_for_prometheus() {
         "{metrics}"
     );
 }
+
+/// The hub example's subscription fetched as curl, `fetch` or htmx fetch it (no `Accept:
+/// text/event-stream`): the layer's retry hint (1 s, not the hub's default), and on SIGINT the
+/// shutdown event and a clean end, with the process gone within the drain bound.
+#[cfg(feature = "hub")]
+#[tokio::test]
+async fn the_hub_example_serves_a_plain_get_of_a_subscription_through_its_layer() {
+    let mut hub = start("hub", &["--listen", "127.0.0.1:0"], &[]).await;
+    let mut plain = TcpStream::connect(hub.addr).await.expect("connect");
+    plain
+        .write_all(
+            b"GET /events/board HTTP/1.1\r\nhost: x\r\naccept: */*\r\nauthorization: Bearer open-sesame\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let seen = read_until(&mut plain, Duration::from_secs(5), |s| {
+        s.contains("retry: ")
+    })
+    .await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("content-type: text/event-stream"), "{seen}");
+    let seen = seen + &read_until(&mut plain, Duration::from_millis(300), |_| false).await;
+    assert!(seen.contains("retry: 1000\n"), "the layer's hint: {seen}");
+    let took = hub.interrupt().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGINT"
+    );
+    let rest = read_until(&mut plain, Duration::from_secs(2), ended).await;
+    assert!(
+        rest.contains("event: bye\ndata: server restarting\n\n"),
+        "the shutdown event: {rest}"
+    );
+    assert!(ended(&rest), "the stream ends cleanly: {rest}");
+}

@@ -19,7 +19,7 @@ fn bare() -> SseLayer {
         .heartbeat_comment("open")
 }
 
-const OPEN: &str = ": open\n\n";
+const OPEN: &str = ": open\n";
 
 /// Serves `parts` as the inner body with `content_type` through `layer`, and reads the stream.
 async fn run(layer: SseLayer, content_type: &str, parts: Vec<Bytes>) -> String {
@@ -141,11 +141,15 @@ async fn inner_event_stream_is_reframed_event_by_event() {
     let out = run(bare(), "text/event-stream", vec![Bytes::from(input)]).await;
     assert_eq!(
         out,
-        "event: update\ndata: a\ndata: b\nid: 1\nretry: 100\n\ndata: second\n\nid: 2\n\n"
+        "event: update\ndata: a\ndata: b\nid: 1\nretry: 100\n\ndata: second\n\nid: 2\n"
     );
-    // What a client sees is the same either way (comments aside).
-    assert_eq!(seen(out.as_bytes()), seen(input.as_bytes()));
-    assert_eq!(parse(out.as_bytes()).last_event_id, "2");
+    // What a client sees is the same either way (comments aside), but for the last id: an
+    // id-only block is written without the blank line that lenient parsers would dispatch as
+    // an empty event, so it takes effect with the next event, and here none comes.
+    let (ours, upstream) = (seen(out.as_bytes()), seen(input.as_bytes()));
+    assert_eq!((ours.events, ours.retry), (upstream.events, upstream.retry));
+    assert_eq!(parse(input.as_bytes()).last_event_id, "2");
+    assert_eq!(parse(out.as_bytes()).last_event_id, "1");
 }
 
 #[tokio::test]
@@ -313,7 +317,7 @@ async fn mapper_error_and_custom_error_event() {
     .await;
     assert_eq!(
         out,
-        "id: ok\n\nevent: bad\ndata: event id contains a NUL character\n\n"
+        "id: ok\nevent: bad\ndata: event id contains a NUL character\n\n"
     );
 }
 
@@ -346,7 +350,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
     /// Whatever an upstream event stream holds and however it is chunked, a client reading our
-    /// re-framed stream sees exactly what it would have seen reading the upstream directly.
+    /// re-framed stream sees exactly what it would have seen reading the upstream directly: the
+    /// same events with the same ids, the same retry. The one difference: an id set by a
+    /// block without data after the last event is not committed (it would take a blank line
+    /// that lenient parsers dispatch as an empty event), so the stream's last id may still be
+    /// the last event's. No block without data ends in a blank line, and the stream never
+    /// ends inside an event.
     #[test]
     fn reframing_any_event_stream_is_invisible_to_clients(
         input in prop::collection::vec(
@@ -367,9 +376,15 @@ proptest! {
         let ours = parse(out.as_bytes());
         let upstream = parse(&input);
         prop_assert_eq!(&ours.events, &upstream.events);
-        prop_assert_eq!(ours.last_event_id, upstream.last_event_id);
+        let last_event = upstream.events.last().map_or("", |event| event.last_event_id.as_str());
+        prop_assert!(
+            ours.last_event_id == upstream.last_event_id || ours.last_event_id == last_event,
+            "last id {:?}, upstream {:?}", ours.last_event_id, upstream.last_event_id
+        );
         prop_assert_eq!(ours.retry, upstream.retry);
-        prop_assert!(out.is_empty() || out.ends_with("\n\n"));
+        prop_assert!(support::lenient::spurious_dispatches(out.as_bytes()).is_empty(), "{:?}", out);
+        let unfinished = out.rsplit("\n\n").next().unwrap_or_default();
+        prop_assert!(!unfinished.lines().any(|line| line.starts_with("data")), "{:?}", out);
     }
 
     /// NDJSON: one event per non-empty line, however it is chunked.

@@ -52,11 +52,11 @@ async fn preamble_goes_out_at_once_before_any_message() {
     let start = Instant::now();
     assert_eq!(
         next(&mut body, SECOND).await.as_deref(),
-        Some("retry: 3000\n\n")
+        Some("retry: 3000\n")
     );
     assert_eq!(start.elapsed(), Duration::ZERO);
     let (_tx, mut body) = open(SseLayer::new().no_retry().heartbeat_comment("hi")).await;
-    assert_eq!(next(&mut body, SECOND).await.as_deref(), Some(": hi\n\n"));
+    assert_eq!(next(&mut body, SECOND).await.as_deref(), Some(": hi\n"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -66,7 +66,7 @@ async fn heartbeat_after_each_idle_interval_and_not_before() {
     next(&mut body, SECOND).await;
     for n in 1..=3u32 {
         assert_eq!(next(&mut body, Duration::from_millis(14_999)).await, None);
-        assert_eq!(next(&mut body, SECOND).await.as_deref(), Some(":\n\n"));
+        assert_eq!(next(&mut body, SECOND).await.as_deref(), Some(":\n"));
         assert_eq!(start.elapsed(), 15 * SECOND * n);
     }
 }
@@ -91,7 +91,7 @@ async fn every_write_resets_the_interval_and_no_burst_follows_a_busy_period() {
     assert_eq!(last_event, 60 * SECOND);
     // Then idle: one heartbeat per interval, counted from the last event.
     for n in 1..=3u32 {
-        assert_eq!(next(&mut body, 5 * SECOND).await.as_deref(), Some(":\n\n"));
+        assert_eq!(next(&mut body, 5 * SECOND).await.as_deref(), Some(":\n"));
         assert_eq!(start.elapsed(), last_event + 5 * SECOND * n);
     }
 }
@@ -127,7 +127,7 @@ async fn an_always_ready_inner_body_cannot_starve_the_runtime() {
     .await;
     next(&mut body, SECOND).await;
     let ticker = tokio::spawn(tokio::time::sleep(Duration::from_millis(10)));
-    assert_eq!(next(&mut body, 5 * SECOND).await.as_deref(), Some(":\n\n"));
+    assert_eq!(next(&mut body, 5 * SECOND).await.as_deref(), Some(":\n"));
     assert!(ticker.is_finished(), "another task ran meanwhile");
 }
 
@@ -175,7 +175,7 @@ async fn the_stream_ends_after_the_inner_body_and_never_mid_event() {
     drop(tx);
     assert_eq!(
         next(&mut body, SECOND).await.as_deref(),
-        Some(":\n\ndata: last\n\n")
+        Some(":\ndata: last\n\n")
     );
     assert_eq!(next(&mut body, SECOND).await.as_deref(), Some("<end>"));
     assert!(http_body::Body::is_end_stream(&*body));

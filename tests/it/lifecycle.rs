@@ -134,7 +134,7 @@ async fn the_shutdown_signal_ends_a_stream_after_whole_events_and_the_final_even
     // The half-sent third message is not sent; the end comes right after the final event.
     assert_eq!(
         seen,
-        "retry: 3000\n\ndata: {\"n\":1}\n\ndata: {\"n\":2}\n\n\
+        "retry: 3000\ndata: {\"n\":1}\n\ndata: {\"n\":2}\n\n\
          event: shutdown\ndata: restarting\nid: bye\nretry: 7000\n\n"
     );
     assert!(http_body::Body::is_end_stream(&*body));
@@ -159,7 +159,7 @@ async fn the_shutdown_signal_wakes_an_idle_stream() {
     let mut body = body_of(open(layer, inner, &Calls::default()).await);
     assert_eq!(
         support::next_data(&mut body).await.as_deref(),
-        Some(&b"retry: 3000\n\n"[..])
+        Some(&b"retry: 3000\n"[..])
     );
 
     let cancel = shutdown.clone();
@@ -195,7 +195,7 @@ async fn requests_after_the_signal_get_the_final_event_without_reaching_the_inne
     let (all, _) = read_to_end(&mut body_of(response)).await;
     assert_eq!(
         all,
-        "retry: 3000\n\nevent: shutdown\ndata: restarting\nid: bye\nretry: 7000\n\n"
+        "retry: 3000\nevent: shutdown\ndata: restarting\nid: bye\nretry: 7000\n\n"
     );
     assert_eq!(calls.count(), 0, "the inner service was not called");
     assert!(closes.all().is_empty(), "no stream was opened");
@@ -313,7 +313,7 @@ async fn max_age_ends_an_idle_stream_without_heartbeats() {
     let opened = Instant::now();
     let mut body = body_of(open(layer, inner, &Calls::default()).await);
     let (all, ended) = read_to_end(&mut body).await;
-    assert_eq!(all, "retry: 3000\n\n");
+    assert_eq!(all, "retry: 3000\n");
     let lifetime = ended - opened;
     assert!(lifetime >= age * 8 / 10 && lifetime <= age, "{lifetime:?}");
     assert_eq!(closes.reasons(), [CloseReason::MaxAge]);
@@ -328,7 +328,7 @@ async fn heartbeats_continue_until_the_max_age() {
     let opened = Instant::now();
     let mut body = body_of(open(layer, inner, &Calls::default()).await);
     let (all, ended) = read_to_end(&mut body).await;
-    let heartbeats = all.matches(":\n\n").count() as u64;
+    let heartbeats = all.matches(":\n").count() as u64;
     // One a second, from the first second to the end.
     assert_eq!(heartbeats, (ended - opened).as_secs(), "{all:?}");
     assert!(heartbeats >= 8);
@@ -349,7 +349,7 @@ async fn a_connection_that_stops_asking_is_stalled_after_the_write_deadline() {
     // One frame handed on (the retry hint and the first event), then the connection stops
     // asking, as it does when it cannot write.
     let first = support::next_data(&mut body).await.expect("a frame");
-    assert_eq!(text(&first), "retry: 3000\n\ndata: a\n\n");
+    assert_eq!(text(&first), "retry: 3000\ndata: a\n\n");
     let handed_on = Instant::now();
 
     let disconnect = calls.disconnect(0);
@@ -395,7 +395,7 @@ async fn a_connection_that_keeps_asking_is_never_stalled() {
     let mut body = body_of(open(layer, inner, &Calls::default()).await);
     let (all, _) = read_to_end(&mut body).await;
     assert_eq!(closes.reasons(), [CloseReason::MaxAge]);
-    assert!(all.matches(":\n\n").count() > 500);
+    assert!(all.matches(":\n").count() > 500);
     assert!(all.contains("data: 99\n\n"));
 }
 
@@ -411,7 +411,7 @@ async fn every_stream_reports_one_close_with_its_reason() {
     // Completed: the inner body ended.
     let body = support::chunks(["a", "b"]);
     let (all, _) = read_to_end(&mut body_of(open(layer.clone(), body, &calls).await)).await;
-    assert_eq!(all, "retry: 3000\n\ndata: a\n\ndata: b\n\n");
+    assert_eq!(all, "retry: 3000\ndata: a\n\ndata: b\n\n");
 
     // Inner error: the stream ends with an error event.
     let (tx, inner) = channel();
@@ -507,12 +507,12 @@ mod tracing_events {
         let lines = capture.0.lock().expect("lock").clone();
         let expected = [
             "DEBUG message=event stream opened",
-            "DEBUG message=event stream closed reason=Completed duration=0ns events=1 bytes=22 last_event_id=\"\"",
+            "DEBUG message=event stream closed reason=Completed duration=0ns events=1 bytes=21 last_event_id=\"\"",
             "DEBUG message=event stream opened",
             "WARN message=event stream failed error=the inner body failed: upstream broke",
-            "DEBUG message=event stream closed reason=InnerError duration=0ns events=2 bytes=56 last_event_id=\"\"",
+            "DEBUG message=event stream closed reason=InnerError duration=0ns events=2 bytes=55 last_event_id=\"\"",
             "DEBUG message=event stream opened",
-            "INFO message=event stream closed reason=Stalled duration=1s events=0 bytes=13 last_event_id=\"\"",
+            "INFO message=event stream closed reason=Stalled duration=1s events=0 bytes=12 last_event_id=\"\"",
         ];
         assert_eq!(lines, expected);
     }

@@ -65,7 +65,11 @@ async fn open(
     for (tcp, seen) in &mut opened {
         use tokio::io::AsyncReadExt;
         let mut buf = [0u8; 256];
-        while !seen.contains("\n\n") {
+        while !seen
+            .split("retry: ")
+            .nth(1)
+            .is_some_and(|hint| hint.contains('\n'))
+        {
             let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
                 .await
                 .expect("the hint arrives") // ok: test
@@ -345,4 +349,70 @@ async fn reconnect_spread(jitter: Option<Duration>) -> [Duration; 4] {
         after[0],
         after[CLIENTS - 1],
     ]
+}
+
+/// A client cannot evade `max_streams` by leaving out `Accept: text/event-stream`: a plain GET
+/// answered with a hub subscription takes a place too, and the one over the limit is refused.
+#[cfg(all(feature = "hub", feature = "axum"))]
+#[tokio::test]
+async fn the_stream_limit_holds_for_plain_gets_of_a_subscription() {
+    use tokio::io::AsyncReadExt;
+    use tower_sse::hub::Hub;
+
+    let hub = Hub::memory();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counted = refused.clone();
+    let app = Router::new()
+        .route(
+            "/events",
+            get(move || {
+                let hub = hub.clone();
+                async move { hub.subscribe(["t"], None).await }
+            }),
+        )
+        .layer(
+            SseLayer::new()
+                .retry(Duration::from_millis(1500))
+                .max_streams(2)
+                .on_limit_exceeded(move |_| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }),
+        );
+    let addr = support::serve_axum(app).await;
+    let plain = [("accept", "*/*")];
+    let (first, _) = support::get_raw(addr, "/events", &plain, "retry: 1500\n").await;
+    let (_second, _) = support::get_raw(addr, "/events", &plain, "retry: 1500\n").await;
+    // The third: the refusal's hint (10–20 s), and nothing more.
+    let (mut third, mut seen) = support::get_raw(addr, "/events", &plain, "retry: ").await;
+    let mut buf = [0u8; 1024];
+    while !seen
+        .split("retry: ")
+        .nth(1)
+        .is_some_and(|hint| hint.contains('\n'))
+    {
+        let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+            .await
+            .expect("the refusal ends") // ok: test
+            .expect("read"); // ok: test
+        assert!(n > 0, "{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!((10_000..=20_000).contains(&hint(&seen)), "{seen}");
+    assert!(
+        seen.ends_with(&format!("retry: {}\n", hint(&seen))),
+        "{seen}"
+    );
+    assert_eq!(refused.load(Ordering::SeqCst), 1);
+    // A place given back is taken again.
+    drop(first);
+    let mut admitted = false;
+    for _ in 0..100 {
+        let (_tcp, seen) = support::get_raw(addr, "/events", &plain, "retry: ").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if hint(&seen) == 1500 {
+            admitted = true;
+            break;
+        }
+    }
+    assert!(admitted, "the closed stream's place is given back");
 }

@@ -14,6 +14,7 @@ mod framing;
 mod grpc;
 mod half_open;
 mod heartbeat;
+mod lenient_parsers;
 mod lifecycle;
 mod limits;
 #[cfg(feature = "metrics")]

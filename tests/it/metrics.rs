@@ -68,7 +68,7 @@ async fn known_sequence(while_open: impl FnOnce()) {
     let app = app();
     let response = app.clone().oneshot(request("/a")).await.expect("response"); // ok: test
     let body = support::collect(response.into_body()).await;
-    assert_eq!(body.len(), 13 + 9 + 10 + 11);
+    assert_eq!(body.len(), 12 + 9 + 10 + 11);
     let mut open = Vec::new();
     for path in ["/b/1", "/b/2", "/s"] {
         let response = app.clone().oneshot(request(path)).await.expect("response"); // ok: test
@@ -142,9 +142,9 @@ fn counters_after_opens_events_and_closes() {
         ("sse_events_sent_total{route=/a}", "3"),
         ("sse_events_sent_total{route=/b/{id}}", "0"),
         ("sse_events_sent_total{route=/s}", "0"),
-        ("sse_bytes_sent_total{route=/a}", "43"),
-        ("sse_bytes_sent_total{route=/b/{id}}", "26"),
-        ("sse_bytes_sent_total{route=/s}", "13"),
+        ("sse_bytes_sent_total{route=/a}", "42"),
+        ("sse_bytes_sent_total{route=/b/{id}}", "24"),
+        ("sse_bytes_sent_total{route=/s}", "12"),
         ("sse_streams_closed_total{reason=completed,route=/a}", "1"),
         (
             "sse_streams_closed_total{reason=client_gone,route=/b/{id}}",

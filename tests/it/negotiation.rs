@@ -99,7 +99,7 @@ async fn negotiated_request_gets_an_event_stream_with_the_right_headers() {
         assert!(h.get(gone).is_none(), "{gone} must be removed");
     }
     assert_eq!(header(h, "x-seen"), ["disconnect=true last-event-id=None"]);
-    assert_eq!(text(&body), "retry: 3000\n\ndata: hello\n\n");
+    assert_eq!(text(&body), "retry: 3000\ndata: hello\n\n");
 }
 
 #[tokio::test]
@@ -143,7 +143,7 @@ async fn always_converts_without_accept_and_without_vary() {
         ["text/event-stream"]
     );
     assert!(parts.headers.get("vary").is_none());
-    assert_eq!(text(&body), "retry: 3000\n\ndata: hello\n\n");
+    assert_eq!(text(&body), "retry: 3000\ndata: hello\n\n");
 }
 
 #[tokio::test]
@@ -206,7 +206,7 @@ async fn identity_coding_and_other_2xx_are_converted_to_200() {
     .await;
     assert_eq!(parts.status, StatusCode::OK);
     assert!(parts.headers.get("content-encoding").is_none());
-    assert_eq!(text(&body), ":\n\ndata: hello\n\n");
+    assert_eq!(text(&body), ":\ndata: hello\n\n");
 }
 
 #[tokio::test]
@@ -251,7 +251,7 @@ async fn builder_methods_work_on_the_service_too() {
     assert!(response.body().is_event_stream());
     assert_eq!(
         text(&collect(response.into_body()).await),
-        "retry: 250\n\ndata: x\n\n"
+        "retry: 250\ndata: x\n\n"
     );
 }
 
@@ -282,4 +282,140 @@ async fn disconnect_resolves_when_the_body_is_dropped() {
         .await
         .expect("resolved on drop");
     assert!(tx.is_closed(), "the inner body was dropped");
+}
+
+/// The response decides too: clients that do not say `Accept: text/event-stream` (curl,
+/// `fetch`, htmx, the OpenAI SDKs' `Accept: application/json`) still get an event stream from a
+/// handler that streams one; it goes through the layer's engine and settings.
+#[tokio::test]
+async fn an_event_stream_answer_to_a_plain_request_goes_through_the_layer() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let recorded = closes.clone();
+    let layer = SseLayer::new()
+        .retry(Duration::from_millis(1234))
+        .heartbeat(Duration::from_millis(40))
+        .on_close(move |info| recorded.lock().expect("lock").push(info.reason));
+    let (tx, body) = support::channel();
+    tokio::spawn(async move {
+        let _ = tx.send(Ok(Bytes::from_static(b"data: a\n\n"))).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let _ = tx.send(Ok(Bytes::from_static(b"data: b\n\n"))).await;
+    });
+    let mut body = Some(body);
+    let inner = service_fn(move |request: Request<()>| {
+        assert!(request.extensions().get::<Disconnect>().is_some());
+        let body = body.take().expect("one call");
+        let response = Response::builder()
+            .header("content-type", "text/event-stream; charset=utf-8")
+            .header("content-length", "18")
+            .body(body)
+            .expect("response");
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let request = Request::get("/v1/chat/completions")
+        .header("accept", "application/json")
+        .body(())
+        .expect("request");
+    let response = layer
+        .layer(inner)
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert!(response.body().is_event_stream());
+    let (parts, body) = response.into_parts();
+    assert_eq!(
+        header(&parts.headers, "cache-control"),
+        ["no-cache, no-transform"]
+    );
+    assert!(parts.headers.get("content-length").is_none());
+    let bytes = tokio::time::timeout(Duration::from_secs(5), collect(body))
+        .await
+        .expect("the stream ends");
+    let received = text(&bytes);
+    assert!(received.starts_with("retry: 1234\n"), "{received:?}");
+    assert!(
+        received.matches(":\n").count() >= 2,
+        "heartbeats: {received:?}"
+    );
+    let data: Vec<_> = support::whatwg::parse(&bytes)
+        .events
+        .into_iter()
+        .map(|event| event.data)
+        .collect();
+    assert_eq!(data, ["a", "b"]);
+    assert_eq!(
+        *closes.lock().expect("lock"),
+        [tower_sse::CloseReason::Completed]
+    );
+}
+
+/// A hub subscription fetched without `Accept: text/event-stream` gets the layer's retry hint,
+/// its shutdown event, and its `on_close`, as an `EventSource` would.
+#[cfg(all(feature = "hub", feature = "axum"))]
+#[tokio::test]
+async fn a_plain_get_of_a_subscription_is_served_with_the_layers_settings() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use tokio::io::AsyncReadExt;
+    use tokio_util::sync::CancellationToken;
+    use tower_sse::hub::Hub;
+    use tower_sse::{CloseReason, Event};
+
+    let hub = Hub::memory();
+    let shutdown = CancellationToken::new();
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let recorded = closes.clone();
+    let subscriptions = hub.clone();
+    let app = axum::Router::new()
+        .route(
+            "/events",
+            get(move || {
+                let hub = subscriptions.clone();
+                async move { hub.subscribe(["board"], None).await }
+            }),
+        )
+        .layer(
+            SseLayer::new()
+                .retry(Duration::from_millis(1234))
+                .graceful_shutdown(shutdown.clone())
+                .shutdown_event(Event::default().event("bye").expect("name").data("later"))
+                .on_close(move |info| recorded.lock().expect("lock").push(info.reason)),
+        );
+    let addr = support::serve_axum(app).await;
+    let (mut tcp, mut seen) =
+        support::get_raw(addr, "/events", &[("accept", "*/*")], "retry: 1234\n").await;
+    hub.publish("board", Event::default().data("hello"))
+        .await
+        .expect("published");
+    let mut buf = [0u8; 4096];
+    while !seen.contains("data: hello\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("the event arrives")
+            .expect("read");
+        assert!(n > 0, "closed before the event: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    shutdown.cancel();
+    while !seen.ends_with("0\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("the stream ends on the signal")
+            .expect("read");
+        assert!(n > 0, "closed before the end: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("event: bye\ndata: later\n\n"), "{seen}");
+    for _ in 0..100 {
+        if !closes.lock().expect("lock").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*closes.lock().expect("lock"), [CloseReason::Shutdown]);
 }

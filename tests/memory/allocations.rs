@@ -126,7 +126,7 @@ async fn heartbeats_allocate_nothing() {
     for _ in 0..100 {
         let frame = body.frame().await;
         let data = frame.and_then(|frame| frame.ok()?.into_data().ok());
-        assert_eq!(data.as_deref(), Some(&b":\n\n"[..]));
+        assert_eq!(data.as_deref(), Some(&b":\n"[..]));
     }
     let allocated = allocations() - before;
     assert!(allocated <= 2, "{allocated} allocations for 100 heartbeats");

@@ -142,23 +142,6 @@ fn layer() -> SseLayer {
     SseLayer::new().heartbeat(HEARTBEAT)
 }
 
-/// The stream without its heartbeat blocks (`:` alone), and how many there were. The encoder
-/// ends every line with LF, so blocks are separated by exactly `\n\n`; a heartbeat anywhere but
-/// between two events would not be a block of its own and would stay in the text.
-fn without_heartbeats(stream: &[u8]) -> (String, usize) {
-    let text = support::text(stream);
-    let mut heartbeats = 0;
-    let mut kept = String::new();
-    for block in text.split_inclusive("\n\n") {
-        if block == ":\n\n" {
-            heartbeats += 1;
-        } else {
-            kept.push_str(block);
-        }
-    }
-    (kept, heartbeats)
-}
-
 #[tokio::test]
 async fn slow_ndjson_becomes_one_event_per_line_with_heartbeats_in_the_silences() {
     let upstream = upstream(|mut conn| async move {
@@ -180,10 +163,10 @@ async fn slow_ndjson_becomes_one_event_per_line_with_heartbeats_in_the_silences(
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
     assert!(headers.get("connection").is_none());
-    let (events, heartbeats) = without_heartbeats(&body);
+    let (events, heartbeats) = support::without_heartbeats(&body);
     assert_eq!(
         events,
-        "retry: 3000\n\ndata: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: {\"n\":3}\n\ndata: {\"n\":4}\n\n"
+        "retry: 3000\ndata: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: {\"n\":3}\n\ndata: {\"n\":4}\n\n"
     );
     // Four silences of four intervals each: a client sees the connection alive in every one
     // (a loaded machine may fire the timers late, so at least one each is asked for).
@@ -194,7 +177,7 @@ async fn slow_ndjson_becomes_one_event_per_line_with_heartbeats_in_the_silences(
 const SSE: &[u8] = b"retry: 250\r\n\r\n: upstream comment\revent: greet\rdata: hello\rdata: world\r\rid: 7\nevent: tick\ndata: one\n\nid: 8\r\n\r\ndata: caf\xC3\xA9 \xF0\x9F\x98\x80\r\n\r\n";
 
 /// What the gateway makes of [`SSE`], written by hand.
-const SSE_REFRAMED: &str = "retry: 3000\n\nretry: 250\n\nevent: greet\ndata: hello\ndata: world\n\nevent: tick\ndata: one\nid: 7\n\nid: 8\n\ndata: café 😀\n\n";
+const SSE_REFRAMED: &str = "retry: 3000\nretry: 250\nevent: greet\ndata: hello\ndata: world\n\nevent: tick\ndata: one\nid: 7\n\nid: 8\ndata: café 😀\n\n";
 
 /// Serves [`SSE`] cut in two at the offset in the path (`/split/17`), or one byte per chunk
 /// (`/bytes`) with a long pause in the middle of an event.
@@ -230,7 +213,11 @@ async fn upstream_event_stream_split_at_every_byte_offset_is_reframed_the_same()
     for cut in 0..=SSE.len() {
         let (status, _, body) = support::fetch_sse(gateway, &format!("/split/{cut}"), &[]).await;
         assert_eq!(status, 200);
-        assert_eq!(without_heartbeats(&body).0, SSE_REFRAMED, "cut at {cut}");
+        assert_eq!(
+            support::without_heartbeats(&body).0,
+            SSE_REFRAMED,
+            "cut at {cut}"
+        );
     }
     // A client parses the same events, ids and retry from the gateway as from the upstream.
     let upstream_seen = support::whatwg::parse(SSE);
@@ -244,7 +231,7 @@ async fn upstream_event_stream_byte_by_byte_gets_heartbeats_only_between_events(
     let upstream = splitting_upstream().await;
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
     let (_, _, body) = support::fetch_sse(gateway, "/bytes", &[]).await;
-    let (events, heartbeats) = without_heartbeats(&body);
+    let (events, heartbeats) = support::without_heartbeats(&body);
     assert_eq!(events, SSE_REFRAMED);
     assert!(heartbeats >= 2, "{heartbeats} heartbeats in {body:?}");
 }
@@ -267,10 +254,10 @@ async fn hostile_upstream_fields_reach_the_client_as_the_upstream_sent_them() {
     .await;
     let gateway = gateway(upstream, layer(), Duration::from_secs(5)).await;
     let (_, _, body) = support::fetch_sse(gateway, "/hostile", &[]).await;
-    let (events, _) = without_heartbeats(&body);
+    let (events, _) = support::without_heartbeats(&body);
     assert_eq!(
         events,
-        "retry: 3000\n\nevent: injected\ndata: x\n\ndata: \0nul and : colon\n\nid: \n\n"
+        "retry: 3000\nevent: injected\ndata: x\n\ndata: \0nul and : colon\n\nid: \n"
     );
     let upstream_seen = support::whatwg::parse(HOSTILE);
     let gateway_seen = support::whatwg::parse(events.as_bytes());
@@ -313,16 +300,16 @@ async fn upstream_dying_mid_event_ends_with_an_error_event() {
         let (status, _, body) = support::fetch_sse(gateway, "/dies", &[]).await;
         assert_eq!(status, 200);
         assert_eq!(
-            without_heartbeats(&body).0,
-            "retry: 3000\n\ndata: whole\nid: 1\n\nevent: error\ndata: stream failed\n\n",
+            support::without_heartbeats(&body).0,
+            "retry: 3000\ndata: whole\nid: 1\n\nevent: error\ndata: stream failed\n\n",
             "upstream {finish}"
         );
     }
     let gateway = gateway(dying_upstream("end").await, layer(), Duration::from_secs(5)).await;
     let (_, _, body) = support::fetch_sse(gateway, "/ends", &[]).await;
     assert_eq!(
-        without_heartbeats(&body).0,
-        "retry: 3000\n\ndata: whole\nid: 1\n\n"
+        support::without_heartbeats(&body).0,
+        "retry: 3000\ndata: whole\nid: 1\n\n"
     );
 }
 
@@ -357,8 +344,8 @@ async fn a_64_mib_line_ends_the_stream_with_an_error_and_memory_stays_bounded() 
     let (_, _, body) = support::fetch_sse(gateway, "/huge", &[]).await;
     let held = support::alloc_counter::peak().saturating_sub(before);
     assert_eq!(
-        without_heartbeats(&body).0,
-        "retry: 3000\n\ndata: {\"first\":true}\n\nevent: error\ndata: message too large\n\n"
+        support::without_heartbeats(&body).0,
+        "retry: 3000\ndata: {\"first\":true}\n\nevent: error\ndata: message too large\n\n"
     );
     // The gateway stopped reading and closed the upstream connection: the upstream could not
     // send the whole line.
@@ -512,8 +499,8 @@ async fn framing_override_beats_a_dishonest_content_type() {
     .await;
     let (_, _, body) = support::fetch_sse(gateway, "/lines", &[]).await;
     assert_eq!(
-        without_heartbeats(&body).0,
-        "retry: 3000\n\ndata: {\"a\":1}\n\ndata: {\"a\":2}\n\n"
+        support::without_heartbeats(&body).0,
+        "retry: 3000\ndata: {\"a\":1}\n\ndata: {\"a\":2}\n\n"
     );
 }
 
@@ -632,8 +619,8 @@ async fn a_post_with_a_body_reaches_the_upstream_under_its_path_prefix() {
     let response = support::send(gateway, request).await;
     let body = support::collect(response.into_body()).await;
     assert_eq!(
-        without_heartbeats(&body).0,
-        "retry: 3000\n\ndata: {\"token\":\"Hel\"}\n\ndata: {\"token\":\"lo\"}\n\n"
+        support::without_heartbeats(&body).0,
+        "retry: 3000\ndata: {\"token\":\"Hel\"}\n\ndata: {\"token\":\"lo\"}\n\n"
     );
     let (head, sent) = seen_rx.recv().await.expect("the upstream got the request");
     assert!(

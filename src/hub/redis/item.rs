@@ -74,9 +74,10 @@ impl Parsed {
 pub(super) fn body_of(event: &Event) -> Bytes {
     let mut encoded = BytesMut::new();
     event.encode_into(&mut encoded);
-    // Every encoded event ends with its blank line.
-    let len = encoded.len().saturating_sub(1);
-    encoded.truncate(len);
+    // An event with data (the hub publishes no other) ends with its blank line.
+    if encoded.ends_with(b"\n\n") {
+        encoded.truncate(encoded.len() - 1);
+    }
     encoded.freeze()
 }
 

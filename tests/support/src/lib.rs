@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod alloc_counter;
+pub mod lenient;
 pub mod redis_server;
 pub mod whatwg;
 
@@ -141,14 +142,26 @@ pub async fn subscribe_raw_with(
     headers: &[(&str, &str)],
     until: &str,
 ) -> (TcpStream, String) {
+    let mut all = vec![("accept", "text/event-stream")];
+    all.extend_from_slice(headers);
+    get_raw(addr, path, &all, until).await
+}
+
+/// A GET with only `headers` (and `host`) on a raw socket, read until the text received
+/// contains `until`: what curl, `fetch` or an SDK that does not ask for an event stream sends.
+pub async fn get_raw(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    until: &str,
+) -> (TcpStream, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     let extra: String = headers
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
-    let head =
-        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n{extra}\r\n");
+    let head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}\r\n");
     tcp.write_all(head.as_bytes()).await.expect("request");
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -291,4 +304,25 @@ pub fn dechunk(response: &[u8]) -> (Vec<u8>, bool) {
         assert_eq!(&rest[size..size + 2], b"\r\n", "chunk end");
         rest = &rest[size + 2..];
     }
+}
+
+/// The stream without its heartbeat lines (`:` alone, as the layer writes them: between
+/// events, ending no block), and how many there were. A `:` line inside an event (after one of
+/// its fields) is not a heartbeat the layer may write: it stays in the text, so comparisons
+/// fail. The encoder ends every line with LF.
+pub fn without_heartbeats(stream: &[u8]) -> (String, usize) {
+    let mut heartbeats = 0;
+    let mut kept = String::new();
+    // Whether the next line starts a block: the stream's start, after a blank line, or after
+    // lines that end no block (the retry hint, heartbeats).
+    let mut between_events = true;
+    for line in text(stream).split_inclusive('\n') {
+        if line == ":\n" && between_events {
+            heartbeats += 1;
+            continue;
+        }
+        kept.push_str(line);
+        between_events = line == "\n" || line.starts_with("retry: ") && between_events;
+    }
+    (kept, heartbeats)
 }
