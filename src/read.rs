@@ -104,9 +104,13 @@ impl<B> EventReader<B> {
         &self.last_event_id
     }
 
-    /// The reconnection delay the stream asked for so far with `retry:`, if any.
+    /// The reconnection delay the stream asked for so far with `retry:`, if any. A `retry`
+    /// line counts as soon as it is read, as a client applies it, also in a block not yet
+    /// dispatched (the layer's own retry hint joins the first event's block).
     pub fn retry(&self) -> Option<Duration> {
-        self.retry
+        // A retry of a block after events not yet handed out waits for them.
+        let pending = self.ready.is_empty().then(|| self.decoder.pending_retry());
+        pending.flatten().or(self.retry)
     }
 }
 

@@ -111,6 +111,11 @@ impl EventStreamDecoder {
         Ok(())
     }
 
+    /// The `retry` the block being read has set so far.
+    pub(super) fn pending_retry(&self) -> Option<Duration> {
+        self.retry
+    }
+
     /// The body ended: an unfinished event is dropped, as clients drop it, but a `retry` already
     /// read took effect for clients the moment its line ended, so it is passed on.
     pub(super) fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StreamError> {

@@ -171,6 +171,15 @@ impl Decoder {
         }
     }
 
+    /// The `retry` the block being read has set so far (an inner event stream's): a client
+    /// applies it the moment its line ends, before the block is dispatched.
+    pub(crate) fn pending_retry(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::EventStream(decoder) => decoder.pending_retry(),
+            _ => None,
+        }
+    }
+
     /// The body has ended: hands on what is complete and drops what is not.
     pub(crate) fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StreamError> {
         match self {

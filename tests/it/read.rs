@@ -196,3 +196,30 @@ async fn reads_a_layer_stream_over_tcp() {
     assert_eq!(reader.last_event_id(), "three");
     assert_eq!(reader.retry(), Some(Duration::from_millis(1234)));
 }
+
+/// A `retry` line counts the moment it is read, as a client applies it: the layer's retry hint
+/// joins the first event's block, and must not wait for that event to be dispatched.
+#[tokio::test]
+async fn a_retry_counts_as_soon_as_its_line_is_read() {
+    let (tx, body) = support::channel();
+    let mut reader = EventReader::new(body);
+    let send = |text: &'static str| {
+        let tx = tx.clone();
+        async move {
+            tx.send(Ok(Bytes::from_static(text.as_bytes())))
+                .await
+                .expect("open")
+        }
+    };
+    send("retry: 3000\n").await;
+    let waiting = tokio::time::timeout(Duration::from_millis(50), reader.next_event()).await;
+    assert!(waiting.is_err(), "no event yet");
+    assert_eq!(reader.retry(), Some(Duration::from_millis(3000)));
+    send("data: a\n\nretry: 700\n").await;
+    let first = reader.next_event().await.expect("an event").expect("clean");
+    assert_eq!(first.text(), "a");
+    // The retry of the next block is read, but the event before it was handed out first.
+    let waiting = tokio::time::timeout(Duration::from_millis(50), reader.next_event()).await;
+    assert!(waiting.is_err(), "no second event yet");
+    assert_eq!(reader.retry(), Some(Duration::from_millis(700)));
+}
