@@ -175,7 +175,8 @@ macro_rules! builder_methods {
             self
         }
 
-        /// The text of the heartbeat comment (default empty: `:` and a blank line).
+        /// The text of the heartbeat comment (default empty: a `:` line). It is written as a
+        /// line of its own, with no blank line after it, so it joins the next event's block.
         #[must_use = "a builder method returns the configured value"]
         pub fn heartbeat_comment(mut self, text: impl Into<String>) -> Self {
             let config = self.config_mut();

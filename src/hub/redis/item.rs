@@ -82,12 +82,13 @@ pub(super) fn body_of(event: &Event) -> Bytes {
 }
 
 /// Whether `body` is one event's fields, as [`body_of`] makes them: whole lines, UTF-8, with
-/// no blank line and no carriage return, so the id line appended to it stays in the event.
+/// no blank line and no carriage return, so the id line appended to it stays in the event, and
+/// a `data` line, so that the blank line after the id dispatches an event (a block without
+/// data would be dispatched as an empty event by lenient parsers, and by no WHATWG client).
 fn is_body(body: &[u8]) -> bool {
-    if body.is_empty() {
-        return true;
-    }
-    body.ends_with(b"\n")
+    let has_data = body.starts_with(b"data:") || memchr::memmem::find(body, b"\ndata:").is_some();
+    has_data
+        && body.ends_with(b"\n")
         && body[0] != b'\n'
         && memchr::memmem::find(body, b"\n\n").is_none()
         && memchr::memchr(b'\r', body).is_none()
@@ -221,6 +222,13 @@ mod tests {
             Some(Parsed::Foreign(..))
         ));
         assert!(parse_entry(&topic, &entry("x", &[b"e", b""])).is_none());
+        // Fields without data (an older node's data-less event): not a hub event.
+        for without_data in [&b""[..], b"id: 1\n", b"event: e\nretry: 5\n"] {
+            assert!(matches!(
+                parse_entry(&topic, &entry("5-4", &[b"e", without_data])),
+                Some(Parsed::Foreign(..))
+            ));
+        }
         assert!(parse_entry(&topic, &Value::Int(1)).is_none());
         assert_eq!(parse_entries(&topic, &Value::Int(1)).len(), 0);
         let map = Value::Array(vec![
