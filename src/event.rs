@@ -221,6 +221,23 @@ impl Event {
         }
     }
 
+    /// The length of the encoded event when every field is one line (the usual event): what
+    /// [`encode_into`](Self::encode_into) reserves.
+    pub(crate) fn encoded_len(&self) -> usize {
+        let field =
+            |value: Option<&[u8]>, name: &[u8]| value.map_or(0, |v| name.len() + v.len() + 1);
+        let retry = self.retry.map_or(0, |retry| {
+            let millis = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
+            "retry: ".len() + itoa::Buffer::new().format(millis).len() + 1
+        });
+        field(self.comment.as_deref(), b": ")
+            + field(self.event.as_deref(), b"event: ")
+            + field(self.data.as_deref(), b"data: ")
+            + field(self.id.as_deref(), b"id: ")
+            + retry
+            + 1
+    }
+
     /// Takes the id out of the event (used by the body to remember the last id sent without a
     /// copy).
     pub(crate) fn take_id(&mut self) -> Option<Bytes> {
@@ -247,16 +264,7 @@ impl Event {
         // One reservation, exact when every field is one line (the usual event): a large event
         // is never copied again as the buffer grows, and a lone event's buffer is frozen without
         // spare capacity (which would cost `Bytes` another allocation).
-        let field =
-            |value: Option<&[u8]>, name: &[u8]| value.map_or(0, |v| name.len() + v.len() + 1);
-        buf.reserve(
-            field(self.comment.as_deref(), b": ")
-                + field(self.event.as_deref(), b"event: ")
-                + field(self.data.as_deref(), b"data: ")
-                + field(self.id.as_deref(), b"id: ")
-                + field(retry.map(str::as_bytes), b"retry: ")
-                + 1,
-        );
+        buf.reserve(self.encoded_len());
         if let Some(comment) = &self.comment {
             for line in Lines::new(comment) {
                 if line.is_empty() {

@@ -1,79 +1,61 @@
-//! The embedded engine: topics, their bounded history, and the subscribers' queues, in this
-//! process's memory.
+//! The embedded engine: topics and their rings in this process's memory.
 //!
-//! One lock orders everything: a publish takes the next sequence number, appends the event to
-//! its topic's history and hands it to every subscriber's queue under it, and a subscribe takes
-//! the history it replays and registers its queue under it. So every subscriber gets the events
-//! of its topics in sequence order, and the seam between history and live has neither a gap nor
-//! a duplicate, whatever publishers do meanwhile.
+//! No lock is held across topics. A publish encodes the event outside any lock, finds its
+//! topic in one of the map's shards (a shared lock, released at once), then holds only that
+//! topic's ring lock to take the next sequence number, append and trim, and wakes the topic's
+//! subscribers after releasing it. Because the number is taken under the ring's lock, a
+//! reader that holds a ring's lock sees every event of that ring numbered up to the counter's
+//! value it read before: the `settled` mark a subscription of several topics merges up to, so
+//! they arrive in sequence order.
 
-use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use bytes::{Bytes, BytesMut};
+use atomic_waker::AtomicWaker;
+use bytes::BytesMut;
 
 use super::id::{self, Position};
-use super::queue::{Queue, Weighed};
-use super::subscription::{poll_live, Counted};
+use super::subscriber::{Feed, Joined, Subscriber};
+use super::topic::{Entry, Topic};
 use super::{GapReason, HubConfig, HubError, Resume};
-use crate::engine::{BoxSource, Output, Source};
-use crate::{Event, StreamError};
+use crate::engine::BoxSource;
+use crate::Event;
 
-/// One published event, encoded once; subscribers share its bytes.
-#[derive(Debug, Clone)]
-pub(super) struct Entry {
-    pub(super) seq: u64,
-    /// The whole event on the wire, its id line included.
-    pub(super) encoded: Bytes,
-    pub(super) id: Bytes,
-}
+/// The map of topics is split this many ways, so that finding a topic contends with nothing
+/// but the creation and removal of topics of the same shard.
+const SHARDS: usize = 32;
 
-impl Weighed for Entry {
-    fn size(&self) -> usize {
-        self.encoded.len()
-    }
-}
+type Shard = RwLock<HashMap<Arc<str>, Arc<Topic>>>;
 
 /// The embedded engine.
 pub(super) struct Memory {
     epoch: u64,
     pub(super) config: HubConfig,
-    state: Mutex<State>,
-    /// Numbers the subscribers' queues, so a topic finds one without a scan.
-    next_queue: AtomicU64,
-}
-
-struct State {
-    closed: bool,
     /// The last sequence number given.
-    seq: u64,
+    seq: AtomicU64,
+    closed: AtomicBool,
     /// Events up to this number may be gone from a topic no longer kept (dropped when it had
-    /// neither subscribers nor history, or evicted over `max_topics`): a topic made anew
-    /// counts them as trimmed.
-    forgotten: u64,
-    topics: HashMap<Arc<str>, Topic>,
-    /// The bytes of every topic's history together.
-    history_bytes: usize,
+    /// neither subscribers nor history, or evicted over `max_topics`): a topic made anew counts
+    /// them as trimmed.
+    forgotten: AtomicU64,
+    shards: Box<[Shard]>,
+    hasher: std::collections::hash_map::RandomState,
+    topic_count: AtomicUsize,
+    /// The bytes of every topic's ring together.
+    history_bytes: AtomicUsize,
+    eviction: Mutex<Eviction>,
+    /// Numbers the subscribers.
+    next_subscriber: AtomicU64,
 }
 
-struct Topic {
-    history: VecDeque<Entry>,
-    history_bytes: usize,
-    /// The highest sequence number removed from the history (0: none).
-    trimmed: u64,
-    /// The last sequence number published here.
-    last: u64,
-    subscribers: HashMap<u64, Arc<Queue<Entry>>>,
-}
-
-/// What a subscribe found, under the lock.
-struct Joined {
-    /// The retained events to send first, in sequence order.
-    replay: VecDeque<Entry>,
-    gap: Option<GapReason>,
+/// When to scan for topics to evict again: a scan that could not get under the bounds (too
+/// many topics have subscribers) waits until they grow by another sixteenth.
+#[derive(Default)]
+struct Eviction {
+    topics_at: usize,
+    bytes_at: usize,
 }
 
 impl Memory {
@@ -81,101 +63,94 @@ impl Memory {
         Self {
             epoch: id::new_epoch(),
             config,
-            state: Mutex::new(State {
-                closed: false,
-                seq: 0,
-                forgotten: 0,
-                topics: HashMap::new(),
-                history_bytes: 0,
-            }),
-            next_queue: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            forgotten: AtomicU64::new(0),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: Default::default(),
+            topic_count: AtomicUsize::new(0),
+            history_bytes: AtomicUsize::new(0),
+            eviction: Mutex::default(),
+            next_subscriber: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, name: &str) -> &Shard {
+        &self.shards[self.hasher.hash_one(name) as usize % SHARDS]
+    }
+
+    /// The topic named `name`, made if it is not kept.
+    fn topic(&self, name: &str) -> Arc<Topic> {
+        let shard = self.shard(name);
+        if let Some(topic) = read(shard).get(name) {
+            return topic.clone();
+        }
+        write(shard)
+            .entry(Arc::from(name))
+            .or_insert_with(|| {
+                self.topic_count.fetch_add(1, Ordering::Relaxed);
+                Arc::new(Topic::new(self.forgotten.load(Ordering::Acquire)))
+            })
+            .clone()
+    }
+
+    /// Publishes `event` on `topic` (already validated, with data): gives it the next id, keeps
+    /// it in the topic's ring, and wakes its subscribers. Never waits on a subscriber.
+    pub(super) fn publish(&self, name: &str, mut event: Event) -> Result<String, HubError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(HubError::Closed);
+        }
+        let _replaced = event.take_id();
+        // Encoded outside any lock, with room for the id line: 16 hex digits, a dash and up
+        // to 20 decimal digits.
+        let mut encoded = BytesMut::with_capacity(event.encoded_len() + 4 + 16 + 1 + 20 + 2);
+        event.encode_into(&mut encoded);
+        // An event with data ends with its blank line, which goes after the id.
+        encoded.truncate(encoded.len().saturating_sub(1));
+        loop {
+            let topic = self.topic(name);
+            let mut ring = topic.write();
+            if ring.removed {
+                continue;
+            }
+            let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+            let id = id::format(self.epoch, seq);
+            encoded.extend_from_slice(b"id: ");
+            let start = encoded.len();
+            encoded.extend_from_slice(id.as_bytes());
+            let end = encoded.len();
+            encoded.extend_from_slice(b"\n\n");
+            let encoded = encoded.freeze();
+            let id_bytes = encoded.slice(start..end);
+            let grown = ring.push(
+                Entry::new(seq, encoded, id_bytes),
+                self.config.ring_bounds(),
+            );
+            drop(ring);
+            if grown >= 0 {
+                self.history_bytes
+                    .fetch_add(grown.unsigned_abs(), Ordering::Relaxed);
+            } else {
+                self.history_bytes
+                    .fetch_sub(grown.unsigned_abs(), Ordering::Relaxed);
+            }
+            topic.wake_all();
+            self.evict();
+            return Ok(id);
         }
     }
 
     /// Subscribes to `topics` (validated, sorted, without duplicates) after `last_event_id`.
     pub(super) fn subscribe(
         self: &Arc<Self>,
-        topics: Vec<Arc<str>>,
+        names: Vec<Arc<str>>,
         last_event_id: Option<&str>,
     ) -> Result<(BoxSource, Resume), HubError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(HubError::Closed);
+        }
         let position = last_event_id.map(|id| id::parse(self.epoch, id));
-        let queue = Arc::new(Queue::new(
-            self.next_queue.fetch_add(1, Ordering::Relaxed),
-            self.config.queue_bounds(),
-        ));
-        let joined = self.join(&topics, position, &queue)?;
-        let resume = Resume::of(joined.gap, position.is_some(), joined.replay.len());
-        let source = Subscriber {
-            memory: self.clone(),
-            gap: joined
-                .gap
-                .and_then(|reason| (self.config.gap_event)(reason)),
-            topics,
-            queue,
-            replay: joined.replay,
-            _counted: Counted::new(),
-        };
-        Ok((Box::pin(source), resume))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding the lock; the state stays consistent in any case.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Publishes `event` on `topic` (already validated): gives it the next id, keeps it in the
-    /// topic's history, and queues it for every subscriber. Never waits on a subscriber.
-    pub(super) fn publish(&self, topic: &str, mut event: Event) -> Result<String, HubError> {
-        let mut state = self.lock();
-        if state.closed {
-            return Err(HubError::Closed);
-        }
-        let seq = state.seq + 1;
-        let id = id::format(self.epoch, seq);
-        let _replaced = event.take_id();
-        // The id is hex digits, a dash and decimal digits: never a line break or NUL.
-        let event = event.id(id.clone()).map_err(HubError::Event)?;
-        let mut encoded = BytesMut::new();
-        event.encode_into(&mut encoded);
-        let entry = Entry {
-            seq,
-            encoded: encoded.freeze(),
-            id: Bytes::from(id.clone()),
-        };
-        state.seq = seq;
-        let forgotten = state.forgotten;
-        let topic = match state.topics.get_mut(topic) {
-            Some(topic) => topic,
-            None => state
-                .topics
-                .entry(Arc::from(topic))
-                .or_insert_with(|| Topic::new(forgotten)),
-        };
-        topic.last = seq;
-        let before = topic.history_bytes;
-        topic.keep(entry.clone(), &self.config);
-        let after = topic.history_bytes;
-        topic.subscribers.retain(|_, queue| queue.push(&entry));
-        state.history_bytes = state.history_bytes - before + after;
-        state.evict(&self.config);
-        Ok(id)
-    }
-
-    /// Registers `queue` on `topics` (validated, without duplicates) and takes what it must
-    /// replay: after `position`, or everything retained after a gap.
-    fn join(
-        &self,
-        topics: &[Arc<str>],
-        position: Option<Position>,
-        queue: &Arc<Queue<Entry>>,
-    ) -> Result<Joined, HubError> {
-        let mut state = self.lock();
-        if state.closed {
-            return Err(HubError::Closed);
-        }
-        let newest = state.seq;
+        let newest = self.seq.load(Ordering::Acquire);
         let (after, mut gap) = match position {
             None => (None, None),
             // An id of this hub's epoch past its newest event was never given out.
@@ -184,64 +159,137 @@ impl Memory {
             Some(Position::OtherEpoch) => (Some(0), Some(GapReason::Unknown)),
             Some(Position::Malformed) => (Some(0), Some(GapReason::Malformed)),
         };
-        let forgotten = state.forgotten;
-        let mut replay = Vec::new();
-        for name in topics {
-            let topic = state
-                .topics
-                .entry(name.clone())
-                .or_insert_with(|| Topic::new(forgotten));
-            if let Some(after) = after.filter(|_| gap.is_none()) {
-                if topic.trimmed > after {
-                    gap = Some(GapReason::Trimmed);
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let waiter = Arc::new(AtomicWaker::new());
+        let mut topics = Vec::with_capacity(names.len());
+        let mut replayed = 0;
+        for name in names {
+            loop {
+                let topic = self.topic(&name);
+                let ring = topic.read();
+                if ring.removed {
+                    continue;
                 }
+                // Registered under the ring's lock: the topic is not removed meanwhile.
+                topic.add_waiter(id, waiter.clone());
+                let cursor = match after {
+                    // Live from now: every event numbered up to `newest` is in the ring.
+                    None => newest,
+                    Some(after) => {
+                        if gap.is_none() && ring.trimmed > after {
+                            gap = Some(GapReason::Trimmed);
+                        }
+                        // After a gap, what the topic retains after the position; what it no
+                        // longer has of it is what the gap event tells of.
+                        after.max(ring.trimmed)
+                    }
+                };
+                replayed += ring.range(cursor, newest).count();
+                drop(ring);
+                topics.push(Joined {
+                    name,
+                    topic,
+                    cursor,
+                });
+                break;
             }
-            if let Some(after) = after {
-                replay.extend(topic.history.iter().filter(|e| e.seq > after).cloned());
-            }
-            topic.subscribers.insert(queue.id, queue.clone());
         }
-        // After a trimmed history, each topic still replays only what follows the client's
-        // position: what it kept of the others, the client has.
-        replay.sort_unstable_by_key(|entry| entry.seq);
-        Ok(Joined {
-            replay: replay.into(),
-            gap,
-        })
+        let resume = Resume::of(gap, position.is_some(), replayed);
+        let gap = gap.and_then(|reason| (self.config.gap_event)(reason));
+        let feed: Arc<dyn Feed> = self.clone();
+        let bounds = self.config.queue_bounds();
+        let source = Subscriber::new(feed, topics, (id, waiter), newest, gap, bounds);
+        Ok((Box::pin(source), resume))
     }
 
-    /// Removes `queue` from `topics`; a topic left with neither subscribers nor history is
-    /// dropped.
-    fn leave(&self, topics: &[Arc<str>], queue: &Arc<Queue<Entry>>) {
-        let mut state = self.lock();
-        for name in topics {
-            let Some(topic) = state.topics.get_mut(name) else {
-                continue;
-            };
-            topic.subscribers.remove(&queue.id);
-            if topic.subscribers.is_empty() && topic.history.is_empty() {
-                let last = topic.last.max(topic.trimmed);
-                state.topics.remove(name);
-                state.forgotten = state.forgotten.max(last);
+    /// Takes `topic` out of the map if it has neither subscribers nor (unless `evicting`)
+    /// history; the bytes it held.
+    fn remove(&self, name: &str, topic: &Arc<Topic>, evicting: bool) -> Option<usize> {
+        let shard = self.shard(name);
+        let mut map = write(shard);
+        if !map.get(name).is_some_and(|kept| Arc::ptr_eq(kept, topic)) {
+            return None;
+        }
+        let mut ring = topic.write();
+        if topic.has_waiters() || (!evicting && !ring.is_empty()) {
+            return None;
+        }
+        ring.removed = true;
+        // Before the topic can be made anew: it then counts what this one had as trimmed.
+        self.forgotten
+            .fetch_max(ring.last.max(ring.trimmed), Ordering::AcqRel);
+        map.remove(name);
+        self.topic_count.fetch_sub(1, Ordering::Relaxed);
+        let bytes = ring.bytes();
+        self.history_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        Some(bytes)
+    }
+
+    /// Over `max_topics` or `max_history_bytes`, drops the topics without subscribers published
+    /// to longest ago, with their history; their events count as forgotten. One scan frees a
+    /// sixteenth of the bounds; one that cannot (subscribers hold the topics) is not repeated
+    /// before the hub grows by another sixteenth. One publisher scans at a time.
+    fn evict(&self) {
+        let config = &self.config;
+        let topics = self.topic_count.load(Ordering::Relaxed);
+        let bytes = self.history_bytes.load(Ordering::Relaxed);
+        if topics <= config.max_topics && bytes <= config.max_history_bytes {
+            return;
+        }
+        let Ok(mut eviction) = self.eviction.try_lock() else {
+            return;
+        };
+        if topics < eviction.topics_at && bytes < eviction.bytes_at {
+            return;
+        }
+        let mut idle: Vec<(u64, Arc<str>, Arc<Topic>)> = Vec::new();
+        for shard in self.shards.iter() {
+            for (name, topic) in read(shard).iter() {
+                if !topic.has_waiters() {
+                    idle.push((topic.read().last, name.clone(), topic.clone()));
+                }
             }
         }
+        idle.sort_unstable_by_key(|(last, _, _)| *last);
+        let topics_to = config.max_topics - config.max_topics / 16;
+        let bytes_to = config.max_history_bytes - config.max_history_bytes / 16;
+        for (_, name, topic) in idle {
+            if self.topic_count.load(Ordering::Relaxed) <= topics_to
+                && self.history_bytes.load(Ordering::Relaxed) <= bytes_to
+            {
+                break;
+            }
+            self.remove(&name, &topic, true);
+        }
+        let (topics, bytes) = (
+            self.topic_count.load(Ordering::Relaxed),
+            self.history_bytes.load(Ordering::Relaxed),
+        );
+        *eviction = if topics > config.max_topics || bytes > config.max_history_bytes {
+            Eviction {
+                topics_at: topics + config.max_topics / 16 + 1,
+                bytes_at: bytes + config.max_history_bytes / 16 + 1,
+            }
+        } else {
+            Eviction::default()
+        };
     }
 
     /// Ready unless closed.
     pub(super) fn ready(&self) -> Result<(), HubError> {
-        if self.lock().closed {
+        if self.closed.load(Ordering::Acquire) {
             return Err(HubError::Closed);
         }
         Ok(())
     }
 
-    /// Refuses further publishes and subscribes; open subscriptions end after what is queued.
+    /// Refuses further publishes and subscribes; open subscriptions end after what their
+    /// topics hold for them.
     pub(super) fn close(&self) {
-        let mut state = self.lock();
-        state.closed = true;
-        for topic in state.topics.values_mut() {
-            for (_, queue) in topic.subscribers.drain() {
-                queue.close();
+        self.closed.store(true, Ordering::Release);
+        for shard in self.shards.iter() {
+            for topic in read(shard).values() {
+                topic.wake_all();
             }
         }
     }
@@ -249,102 +297,37 @@ impl Memory {
     /// How many topics are kept (for tests bounding memory).
     #[cfg(test)]
     pub(super) fn topic_count(&self) -> usize {
-        self.lock().topics.len()
+        self.shards.iter().map(|shard| read(shard).len()).sum()
     }
 }
 
-impl State {
-    /// Over `max_topics` or `max_history_bytes`, drops the topics without subscribers published
-    /// to longest ago, with their history; their events count as forgotten. One scan frees a
-    /// sixteenth of the bounds, so publishes at the limit do not scan every time.
-    fn evict(&mut self, config: &HubConfig) {
-        if self.topics.len() <= config.max_topics && self.history_bytes <= config.max_history_bytes
-        {
-            return;
-        }
-        let mut idle: Vec<(u64, Arc<str>)> = self
-            .topics
-            .iter()
-            .filter(|(_, topic)| topic.subscribers.is_empty())
-            .map(|(name, topic)| (topic.last, name.clone()))
-            .collect();
-        idle.sort_unstable_by_key(|(last, _)| *last);
-        let topics = config.max_topics - config.max_topics / 16;
-        let bytes = config.max_history_bytes - config.max_history_bytes / 16;
-        for (_, name) in idle {
-            if self.topics.len() <= topics && self.history_bytes <= bytes {
-                break;
-            }
-            if let Some(topic) = self.topics.remove(&name) {
-                self.forgotten = self.forgotten.max(topic.last);
-                self.history_bytes -= topic.history_bytes;
+impl Feed for Memory {
+    fn settled(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn leave(&self, topics: &[Joined], id: u64) {
+        for joined in topics {
+            if !joined.topic.remove_waiter(id) {
+                self.remove(&joined.name, &joined.topic, false);
             }
         }
     }
 }
 
-impl Topic {
-    fn new(forgotten: u64) -> Self {
-        Self {
-            history: VecDeque::new(),
-            history_bytes: 0,
-            trimmed: forgotten,
-            last: forgotten,
-            subscribers: HashMap::new(),
-        }
-    }
-
-    /// Appends `entry` to the history, then trims it to the configured count and bytes.
-    fn keep(&mut self, entry: Entry, config: &HubConfig) {
-        self.history_bytes += entry.encoded.len();
-        self.history.push_back(entry);
-        while self.history.len() > config.history_events
-            || (self.history_bytes > config.history_bytes && !self.history.is_empty())
-        {
-            let Some(removed) = self.history.pop_front() else {
-                break;
-            };
-            self.history_bytes -= removed.encoded.len();
-            self.trimmed = removed.seq;
-        }
-    }
+fn read(shard: &Shard) -> RwLockReadGuard<'_, HashMap<Arc<str>, Arc<Topic>>> {
+    // Nothing panics while holding the lock; the map stays consistent in any case.
+    shard
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The source of a subscriber's stream: the gap event, the replay, then its live queue. It
-/// leaves its topics when dropped.
-struct Subscriber {
-    memory: Arc<Memory>,
-    topics: Vec<Arc<str>>,
-    queue: Arc<Queue<Entry>>,
-    gap: Option<Event>,
-    replay: VecDeque<Entry>,
-    _counted: Counted,
-}
-
-impl Source for Subscriber {
-    fn poll_events(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut Output<'_>,
-    ) -> Poll<Result<(), StreamError>> {
-        let this = self.get_mut();
-        if let Some(gap) = this.gap.take() {
-            out.event(gap);
-        }
-        while !out.is_full() {
-            let Some(entry) = this.replay.pop_front() else {
-                break;
-            };
-            out.encoded(&entry.encoded, Some(entry.id));
-        }
-        poll_live(&this.queue, cx, out, |out, entry| {
-            out.encoded(&entry.encoded, Some(entry.id));
-        })
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.memory.leave(&self.topics, &self.queue);
-    }
+fn write(shard: &Shard) -> RwLockWriteGuard<'_, HashMap<Arc<str>, Arc<Topic>>> {
+    shard
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -37,7 +37,8 @@
 //! | Resume | after a known id, every retained event after it, then live ones: no gap and no duplicate between the two, whatever publishers do meanwhile |
 //! | Gap | an id older than the history, of another epoch (an earlier process, another hub) or malformed: one gap event first (`event: reset`, `data: {"reason":"trimmed"}`, `"unknown"` or `"malformed"`; see [`HubBuilder::gap_event`]), then what is retained after it, then live |
 //! | History | per topic, the last 1 000 events and 1 MiB (configurable); a topic with neither subscribers nor history is dropped, and past 100 000 topics or 256 MiB of history in all, the topics without subscribers published to longest ago are evicted |
-//! | Slow subscribers | each has a queue of 1 024 events and 1 MiB; one that falls behind is ended after whole events ([`CloseReason::Lagged`](crate::CloseReason::Lagged)) and catches up from history when it reconnects; `publish` never waits on a subscriber |
+//! | Slow subscribers | each reads its topics' rings (the history) with a cursor of its own; one more than 1 024 events or 1 MiB behind (its queue) is sent that many and ended after whole events ([`CloseReason::Lagged`](crate::CloseReason::Lagged)), as is one whose next event left the history; it catches up from history when it reconnects; `publish` never waits on a subscriber |
+//! | Topics apart | a publish holds only its topic's lock, to number and append the event (encoded before, subscribers woken after): topics never wait on each other |
 //! | Several topics | up to 16 per subscription, merged in publish order, resumed with one id |
 //! | Shutdown | the layer's shutdown event ends hub streams; give it no `id`, or the client's hub id is replaced and its next subscribe starts with a gap |
 //! | Encode once | an event is encoded once into shared bytes; each subscriber's stream hands them on (copied only when coalesced with others) |
@@ -46,10 +47,13 @@
 
 mod id;
 mod memory;
+#[cfg(feature = "redis")]
 mod queue;
 #[cfg(feature = "redis")]
 mod redis;
+mod subscriber;
 mod subscription;
+mod topic;
 
 use std::sync::Arc;
 
@@ -201,8 +205,17 @@ pub(crate) struct HubConfig {
 }
 
 impl HubConfig {
-    fn queue_bounds(&self) -> queue::Bounds {
-        queue::Bounds {
+    /// The bounds of each topic's ring: its history (at least the newest event is kept,
+    /// whatever its size, so that every subscriber can read it).
+    fn ring_bounds(&self) -> topic::RingBounds {
+        topic::RingBounds {
+            events: self.history_events.max(1),
+            bytes: self.history_bytes,
+        }
+    }
+
+    fn queue_bounds(&self) -> subscriber::Bounds {
+        subscriber::Bounds {
             events: self.queue_events,
             bytes: self.queue_bytes,
         }
@@ -237,9 +250,12 @@ pub struct HubBuilder {
 
 impl HubBuilder {
     /// The events each topic keeps for clients that reconnect: at most `events`, and at most
-    /// `bytes` of them encoded (default 1 000 and 1 MiB; at least one event is kept either way,
-    /// unless it alone is larger). On Redis, each stream is trimmed to about `events`, and
-    /// `bytes` bounds what one replay holds per topic.
+    /// `bytes` of them encoded (default 1 000 and 1 MiB; the newest event is always kept,
+    /// whatever its size). In memory this is also how far a subscriber may fall behind on a
+    /// topic: the history is the ring every subscriber reads from, and one whose next event was
+    /// trimmed from it is ended ([`CloseReason::Lagged`](crate::CloseReason::Lagged)). On
+    /// Redis, each stream is trimmed to about `events`, and `bytes` bounds what one replay
+    /// holds per topic.
     pub fn history(mut self, events: usize, bytes: usize) -> Self {
         self.config.history_events = events;
         self.config.history_bytes = bytes;
@@ -256,9 +272,10 @@ impl HubBuilder {
         self
     }
 
-    /// Each subscriber's queue of live events not yet taken by its connection: at most
-    /// `events`, and `bytes` encoded (default 1 024 and 1 MiB). A subscriber that falls behind
-    /// it is ended ([`CloseReason::Lagged`](crate::CloseReason::Lagged)).
+    /// How far each subscriber may fall behind: at most `events` not yet taken by its
+    /// connection, and `bytes` of them encoded (default 1 024 and 1 MiB). One further behind
+    /// is sent that many, then ended ([`CloseReason::Lagged`](crate::CloseReason::Lagged)); so
+    /// is one whose next event left the topic's [`history`](Self::history).
     pub fn queue(mut self, events: usize, bytes: usize) -> Self {
         self.config.queue_events = events.max(1);
         self.config.queue_bytes = bytes;

@@ -1,22 +1,20 @@
 //! [`Queue`]: one subscriber's queue of live events, filled by its engine and drained by its
 //! stream, bounded by events and bytes. A subscriber that falls behind it is marked lagged: its
-//! stream ends after what is queued, and the engine stops filling it.
+//! stream ends after what is queued, and the engine stops filling it. (The Redis engine's
+//! subscribers; the embedded engine's read their topics' rings.)
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
+
+pub(super) use super::subscriber::Bounds;
+use crate::engine::Output;
+use crate::{CloseReason, StreamError};
 
 /// What a queue holds: something with a size in bytes, counted against the queue's bound.
 pub(super) trait Weighed {
     /// The bytes it takes on the wire.
     fn size(&self) -> usize;
-}
-
-/// The queue's bounds.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Bounds {
-    pub(super) events: usize,
-    pub(super) bytes: usize,
 }
 
 /// One subscriber's queue.
@@ -136,5 +134,34 @@ impl<T: Weighed + Clone> Queue<T> {
             }
         }
         Drained::Some
+    }
+}
+
+/// The live part of a subscriber's source: hands what `queue` holds to `write` until the frame
+/// is full, and ends the stream when the subscriber lagged (with
+/// [`CloseReason::Lagged`]) or the hub closed.
+pub(super) fn poll_live<T: Weighed + Clone>(
+    queue: &Queue<T>,
+    cx: &mut Context<'_>,
+    out: &mut Output<'_>,
+    mut write: impl FnMut(&mut Output<'_>, T),
+) -> Poll<Result<(), StreamError>> {
+    loop {
+        if out.is_full() {
+            return Poll::Pending;
+        }
+        let drained = queue.drain(cx.waker(), |item| {
+            write(out, item);
+            !out.is_full()
+        });
+        match drained {
+            Drained::Some => {}
+            Drained::Empty => return Poll::Pending,
+            Drained::Lagged => {
+                out.closing(CloseReason::Lagged);
+                return Poll::Ready(Ok(()));
+            }
+            Drained::Closed => return Poll::Ready(Ok(())),
+        }
     }
 }

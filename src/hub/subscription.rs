@@ -1,17 +1,15 @@
 //! [`Subscription`]: one client's stream of a hub's topics, as a response.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Empty;
 
-use super::queue::{Drained, Queue, Weighed};
 use super::GapReason;
 use crate::config::Config;
-use crate::engine::{BoxSource, Handoff, HandoffSlot, Output};
+use crate::engine::{BoxSource, Handoff, HandoffSlot};
 use crate::headers::set_event_stream_headers;
-use crate::{CloseReason, SseBody, StreamError};
+use crate::SseBody;
 
 /// How a subscription began, for the application to log or count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,34 +117,5 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         crate::metrics::hub_subscribers(-1.0);
-    }
-}
-
-/// The live part of a subscriber's source: hands what `queue` holds to `write` until the frame
-/// is full, and ends the stream when the subscriber lagged (with
-/// [`CloseReason::Lagged`]) or the hub closed.
-pub(super) fn poll_live<T: Weighed + Clone>(
-    queue: &Queue<T>,
-    cx: &mut Context<'_>,
-    out: &mut Output<'_>,
-    mut write: impl FnMut(&mut Output<'_>, T),
-) -> Poll<Result<(), StreamError>> {
-    loop {
-        if out.is_full() {
-            return Poll::Pending;
-        }
-        let drained = queue.drain(cx.waker(), |item| {
-            write(out, item);
-            !out.is_full()
-        });
-        match drained {
-            Drained::Some => {}
-            Drained::Empty => return Poll::Pending,
-            Drained::Lagged => {
-                out.closing(CloseReason::Lagged);
-                return Poll::Ready(Ok(()));
-            }
-            Drained::Closed => return Poll::Ready(Ok(())),
-        }
     }
 }

@@ -14,8 +14,9 @@ use super::entry_id::{format_positions, EntryId};
 use super::item::Item;
 use super::Engine;
 use crate::engine::{Output, Source};
+use crate::hub::queue::poll_live;
 use crate::hub::queue::Queue;
-use crate::hub::subscription::{poll_live, Counted};
+use crate::hub::subscription::Counted;
 use crate::{Event, StreamError};
 
 /// One subscriber's stream.

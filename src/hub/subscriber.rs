@@ -1,0 +1,242 @@
+//! [`Subscriber`]: the source of one subscription's stream: its gap event if any, then the
+//! events of its topics' rings after its cursors, merged in key order, then live ones as they
+//! come. Replay and live are one read of the same rings, so the seam between them has nothing
+//! to get wrong.
+//!
+//! It ends after whole events as [`CloseReason::Lagged`] when it falls behind: a ring trimmed
+//! past one of its cursors (what it should send next is gone), or more unread events than its
+//! queue bounds allow (it sends as many as they allow first). The client comes back with its
+//! last id and resumes from the history, or is told of the gap.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+
+use super::subscription::Counted;
+use super::topic::{Backlog, Entry, Topic};
+use crate::engine::{Output, Source};
+use crate::{CloseReason, Event, StreamError};
+
+/// The most events, and about the most bytes, one poll takes from one ring: about one frame.
+const BATCH_EVENTS: usize = 1024;
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// How far a subscriber may fall behind (see [`HubBuilder::queue`](super::HubBuilder::queue)).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    pub(super) events: usize,
+    pub(super) bytes: usize,
+}
+
+/// What a subscriber needs of its engine.
+pub(super) trait Feed: Send + Sync {
+    /// The key up to which every ring holds all it will ever hold: an event with a key at or
+    /// below it is already appended, so several topics merge in key order.
+    fn settled(&self) -> u64;
+
+    /// Whether the hub is closed: the subscriber ends once it has sent what its rings hold.
+    fn is_closed(&self) -> bool;
+
+    /// The subscriber numbered `id` leaves `topics`.
+    fn leave(&self, topics: &[Joined], id: u64);
+}
+
+/// One topic of a subscription, and the key of the last event sent from it.
+pub(super) struct Joined {
+    pub(super) name: Arc<str>,
+    pub(super) topic: Arc<Topic>,
+    pub(super) cursor: u64,
+}
+
+/// One subscription's source.
+pub(super) struct Subscriber {
+    feed: Arc<dyn Feed>,
+    /// Sorted by name.
+    topics: Vec<Joined>,
+    /// Numbers it in its topics' waiter lists.
+    id: u64,
+    waiter: Arc<AtomicWaker>,
+    gap: Option<Event>,
+    bounds: Bounds,
+    /// The newest key when it subscribed: what it replays up to there is not held against its
+    /// bounds (a client that comes back may be far behind).
+    live_from: u64,
+    /// Once it has fallen behind its bounds: how much more it sends before it ends.
+    allowance: Option<Backlog>,
+    _counted: Counted,
+}
+
+impl Subscriber {
+    /// A subscriber numbered `id`, joined to `topics` with `waiter` registered in each when
+    /// the newest key was `live_from`, that sends `gap` first.
+    pub(super) fn new(
+        feed: Arc<dyn Feed>,
+        topics: Vec<Joined>,
+        (id, waiter): (u64, Arc<AtomicWaker>),
+        live_from: u64,
+        gap: Option<Event>,
+        bounds: Bounds,
+    ) -> Self {
+        Self {
+            feed,
+            topics,
+            id,
+            waiter,
+            gap,
+            bounds,
+            live_from,
+            allowance: None,
+            _counted: Counted::new(),
+        }
+    }
+
+    /// Sends what its rings hold after its cursors and up to `settled`, in key order, until
+    /// `out` is full: a single topic's straight from its ring, several topics' merged from a
+    /// batch of each (sent no further than the first batch that stops short reaches, so the
+    /// merge never skips what a ring still holds). How many it sent, or `Err` when it must end
+    /// as lagged.
+    fn send(&mut self, settled: u64, out: &mut Output<'_>) -> Result<usize, Lagged> {
+        let mut backlog = Backlog::default();
+        for joined in &self.topics {
+            let ring = joined.topic.read();
+            if ring.trimmed > joined.cursor {
+                // What it should send next is gone.
+                return Err(Lagged);
+            }
+            let unread = ring.backlog(joined.cursor.max(self.live_from));
+            backlog.events += unread.events;
+            backlog.bytes += unread.bytes;
+        }
+        let bounds = self.bounds;
+        let over = backlog.events > bounds.events
+            || (backlog.events > 1 && backlog.bytes > bounds.bytes as u64);
+        if over && self.allowance.is_none() {
+            self.allowance = Some(Backlog {
+                events: bounds.events,
+                bytes: bounds.bytes as u64,
+            });
+        }
+        let Self {
+            topics,
+            allowance,
+            live_from,
+            ..
+        } = self;
+        let live_from = *live_from;
+        let mut sent = 0;
+        if let [joined] = topics.as_mut_slice() {
+            let ring = joined.topic.read();
+            for entry in ring.range(joined.cursor, settled) {
+                if out.is_full() {
+                    break;
+                }
+                spend(allowance, bounds, live_from, entry)?;
+                out.encoded(&entry.encoded, Some(entry.id.clone()));
+                joined.cursor = entry.key;
+                sent += 1;
+            }
+            return Ok(sent);
+        }
+        let mut batch = Vec::new();
+        let mut reach = settled;
+        for (index, joined) in topics.iter().enumerate() {
+            let ring = joined.topic.read();
+            let (mut events, mut bytes) = (0, 0);
+            for entry in ring.range(joined.cursor, settled) {
+                if events == BATCH_EVENTS || bytes >= BATCH_BYTES {
+                    reach = reach.min(entry.key.saturating_sub(1));
+                    break;
+                }
+                events += 1;
+                bytes += entry.encoded.len();
+                batch.push((index, entry.clone()));
+            }
+        }
+        batch.retain(|(_, entry)| entry.key <= reach);
+        batch.sort_unstable_by_key(|(_, entry)| entry.key);
+        for (index, entry) in batch {
+            if out.is_full() {
+                break;
+            }
+            spend(allowance, bounds, live_from, &entry)?;
+            out.encoded(&entry.encoded, Some(entry.id));
+            topics[index].cursor = entry.key;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+}
+
+/// The subscriber fell behind: it ends as [`CloseReason::Lagged`].
+struct Lagged;
+
+/// Counts `entry` against what a subscriber that fell behind may still send (the first event
+/// whatever its size; its replay, up to `live_from`, is not counted); `Err` once it is spent.
+fn spend(
+    allowance: &mut Option<Backlog>,
+    bounds: Bounds,
+    live_from: u64,
+    entry: &Entry,
+) -> Result<(), Lagged> {
+    let Some(left) = allowance.as_mut().filter(|_| entry.key > live_from) else {
+        return Ok(());
+    };
+    let size = entry.encoded.len() as u64;
+    let first = left.events == bounds.events;
+    if left.events == 0 || (!first && size > left.bytes) {
+        return Err(Lagged);
+    }
+    left.events -= 1;
+    left.bytes = left.bytes.saturating_sub(size);
+    Ok(())
+}
+
+impl Source for Subscriber {
+    fn poll_events(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut Output<'_>,
+    ) -> Poll<Result<(), StreamError>> {
+        let this = self.get_mut();
+        if let Some(gap) = this.gap.take() {
+            out.event(gap);
+        }
+        let mut registered = false;
+        loop {
+            if out.is_full() {
+                return Poll::Pending;
+            }
+            let sent = match this.send(this.feed.settled(), out) {
+                Ok(sent) => sent,
+                Err(Lagged) => {
+                    out.closing(CloseReason::Lagged);
+                    return Poll::Ready(Ok(()));
+                }
+            };
+            if sent > 0 {
+                continue;
+            }
+            if this.allowance.is_some() {
+                out.closing(CloseReason::Lagged);
+                return Poll::Ready(Ok(()));
+            }
+            if this.feed.is_closed() {
+                return Poll::Ready(Ok(()));
+            }
+            if registered {
+                return Poll::Pending;
+            }
+            // Registered before looking again: a publish after that look wakes it.
+            this.waiter.register(cx.waker());
+            registered = true;
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.feed.leave(&self.topics, self.id);
+    }
+}

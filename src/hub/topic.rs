@@ -1,0 +1,282 @@
+//! [`Topic`]: one topic's ring of recent events, which is at once its history (what a client
+//! that comes back replays) and every subscriber's live queue (each subscriber keeps a cursor
+//! in it, as `tokio::sync::broadcast` keeps one per receiver), and the wakers of its
+//! subscribers.
+//!
+//! A publish holds the ring's lock only to append (and trim); subscribers read it under a
+//! shared lock, and each topic has its own, so topics never contend. Wakers are taken under a
+//! shared lock and woken after it is released.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::Waker;
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+
+/// One published event, encoded once (its id line included); subscribers share its bytes.
+#[derive(Debug, Clone)]
+pub(super) struct Entry {
+    /// Its place in the hub's order: increasing within a topic, and comparable across topics.
+    pub(super) key: u64,
+    /// The whole event on the wire.
+    pub(super) encoded: Bytes,
+    /// Its id, as written.
+    pub(super) id: Bytes,
+    /// The bytes of every event of the topic up to and including this one: how far apart two
+    /// entries are, in bytes.
+    end: u64,
+}
+
+impl Entry {
+    pub(super) fn new(key: u64, encoded: Bytes, id: Bytes) -> Self {
+        Self {
+            key,
+            encoded,
+            id,
+            end: 0,
+        }
+    }
+}
+
+/// The bounds of one topic's ring.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RingBounds {
+    pub(super) events: usize,
+    pub(super) bytes: usize,
+}
+
+/// One topic.
+pub(super) struct Topic {
+    ring: RwLock<Ring>,
+    /// The wakers of its subscribers, by subscriber number.
+    waiters: RwLock<HashMap<u64, Arc<AtomicWaker>>>,
+}
+
+/// A topic's retained events, in key order.
+pub(super) struct Ring {
+    entries: VecDeque<Entry>,
+    /// The bytes of `entries`.
+    bytes: usize,
+    /// Every event after this key that the topic ever had is in `entries`: the key of the last
+    /// one removed (or of the last the hub may have forgotten, for a topic made anew).
+    pub(super) trimmed: u64,
+    /// The key of the last event published here (or `trimmed`, before any).
+    pub(super) last: u64,
+    /// The bytes of every event ever appended.
+    total: u64,
+    /// Taken out of the hub's map: a publisher or subscriber holding it looks it up again.
+    pub(super) removed: bool,
+}
+
+/// A subscriber's unread events in one ring: how many, and how many bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Backlog {
+    pub(super) events: usize,
+    pub(super) bytes: u64,
+}
+
+impl Topic {
+    /// A topic with nothing retained: the hub may have forgotten events up to `forgotten`.
+    pub(super) fn new(forgotten: u64) -> Self {
+        Self {
+            ring: RwLock::new(Ring {
+                entries: VecDeque::new(),
+                bytes: 0,
+                trimmed: forgotten,
+                last: forgotten,
+                total: 0,
+                removed: false,
+            }),
+            waiters: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, Ring> {
+        // Nothing panics while holding the lock; the ring stays consistent in any case.
+        self.ring
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, Ring> {
+        self.ring
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers the waker of the subscriber numbered `id`.
+    pub(super) fn add_waiter(&self, id: u64, waiter: Arc<AtomicWaker>) {
+        let mut waiters = self
+            .waiters
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        waiters.insert(id, waiter);
+    }
+
+    /// Removes the subscriber numbered `id`; whether any subscriber is left.
+    pub(super) fn remove_waiter(&self, id: u64) -> bool {
+        let mut waiters = self
+            .waiters
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        waiters.remove(&id);
+        !waiters.is_empty()
+    }
+
+    /// Whether the topic has subscribers.
+    pub(super) fn has_waiters(&self) -> bool {
+        let waiters = self
+            .waiters
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        !waiters.is_empty()
+    }
+
+    /// Wakes every subscriber waiting for an event: the wakers are taken under the shared lock
+    /// and woken once it is released, into a buffer each thread keeps.
+    pub(super) fn wake_all(&self) {
+        thread_local! {
+            static WAKERS: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+        }
+        WAKERS.with(|wakers| {
+            // A waker that wakes a task publishing on this thread would find the buffer
+            // borrowed: it then wakes directly.
+            let Ok(mut wakers) = wakers.try_borrow_mut() else {
+                self.wake_in_place();
+                return;
+            };
+            {
+                let waiters = self
+                    .waiters
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                wakers.reserve(waiters.len());
+                wakers.extend(waiters.values().filter_map(|waiter| waiter.take()));
+            }
+            // The buffer keeps its capacity: the topic's next publish wakes as many.
+            for waker in wakers.drain(..) {
+                waker.wake();
+            }
+        });
+    }
+
+    fn wake_in_place(&self) {
+        let waiters = self
+            .waiters
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for waiter in waiters.values() {
+            waiter.wake();
+        }
+    }
+}
+
+impl Ring {
+    /// Appends `entry` (its key above every key here), then trims to `bounds` (one event is
+    /// kept whatever its size); the change in retained bytes.
+    pub(super) fn push(&mut self, mut entry: Entry, bounds: RingBounds) -> isize {
+        let before = self.bytes;
+        self.total += entry.encoded.len() as u64;
+        entry.end = self.total;
+        self.last = entry.key;
+        self.bytes += entry.encoded.len();
+        self.entries.push_back(entry);
+        while self.entries.len() > bounds.events
+            || (self.bytes > bounds.bytes && self.entries.len() > 1)
+        {
+            let Some(removed) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= removed.encoded.len();
+            self.trimmed = removed.key;
+        }
+        self.bytes as isize - before as isize
+    }
+
+    /// Whether nothing is retained.
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The bytes retained.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The index of the first entry after `key`.
+    fn after(&self, key: u64) -> usize {
+        self.entries.partition_point(|entry| entry.key <= key)
+    }
+
+    /// What is retained after `key`: how many events, and their bytes.
+    pub(super) fn backlog(&self, key: u64) -> Backlog {
+        let start = self.after(key);
+        match self.entries.get(start) {
+            None => Backlog::default(),
+            Some(first) => Backlog {
+                events: self.entries.len() - start,
+                bytes: self.total - (first.end - first.encoded.len() as u64),
+            },
+        }
+    }
+
+    /// The entries after `key` up to `until` (inclusive), in order.
+    pub(super) fn range(&self, key: u64, until: u64) -> impl Iterator<Item = &Entry> {
+        self.entries
+            .range(self.after(key)..)
+            .take_while(move |entry| entry.key <= until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: u64, len: usize) -> Entry {
+        Entry::new(key, Bytes::from(vec![b'x'; len]), Bytes::new())
+    }
+
+    #[test]
+    fn the_ring_trims_to_its_bounds_and_measures_backlogs() {
+        let topic = Topic::new(3);
+        let bounds = RingBounds {
+            events: 3,
+            bytes: 100,
+        };
+        let mut ring = topic.write();
+        assert_eq!(ring.trimmed, 3);
+        for key in 4..=8 {
+            ring.push(entry(key, 10), bounds);
+        }
+        assert_eq!(ring.trimmed, 5, "two trimmed for the event bound");
+        assert_eq!(
+            ring.backlog(5),
+            Backlog {
+                events: 3,
+                bytes: 30
+            }
+        );
+        assert_eq!(
+            ring.backlog(7),
+            Backlog {
+                events: 1,
+                bytes: 10
+            }
+        );
+        assert_eq!(ring.backlog(8), Backlog::default());
+        let keys: Vec<u64> = ring.range(6, 7).map(|e| e.key).collect();
+        assert_eq!(keys, [7]);
+        // A large event is kept alone.
+        ring.push(entry(9, 500), bounds);
+        assert_eq!((ring.trimmed, ring.bytes()), (8, 500));
+        assert_eq!(
+            ring.backlog(0),
+            Backlog {
+                events: 1,
+                bytes: 500
+            }
+        );
+    }
+}
