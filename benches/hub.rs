@@ -1,26 +1,31 @@
-//! Fan-out on loopback HTTP/1.1: one publisher, many subscribers, three servers side by side:
+//! Fan-out on loopback HTTP/1.1: many subscribers, publishes over HTTP (`POST /publish`, one
+//! request per event, as an application's publishers reach a hub), three servers side by side:
 //! - **hub**: `tower_sse::hub::Hub` behind `SseLayer` (history large enough for the run, so a
 //!   subscriber ended for lagging resumes from it, as `EventSource` does);
-//! - **axum + broadcast**: the common recipe, `tokio::sync::broadcast` (capacity 1 024) and one
-//!   receiver per subscriber feeding axum's `Sse`, a lagging receiver skipping what it missed;
+//! - **axum + broadcast**: the common recipe, a `tokio::sync::broadcast` (capacity 1 024) per
+//!   topic and one receiver per subscriber feeding axum's `Sse`, a lagging receiver skipping
+//!   what it missed;
 //! - **raw + broadcast**: a hyper body per subscriber fed by a broadcast of pre-encoded `Bytes`.
 //!
 //! Each server runs in a child process (this binary with `--hub-server NAME`), so its CPU time
-//! is read from `/proc`; the subscribers are hyper clients in this process. Cases:
-//! - **fan-out**: the publisher publishes 64 B events as fast as `publish` (or `send`) returns:
-//!   deliveries per second until every subscriber has the last event, the server's CPU seconds,
-//!   and the events each subscriber lost;
-//! - **latency**: 10 000 subscribers, one event every 10 ms: from the publish to the client's
-//!   read returning it (the event carries the wall-clock time it was published at).
+//! is read from `/proc`; the subscribers and the publishers are hyper clients in this process.
+//! Every event carries the wall-clock time it was published at. Cases:
+//! - **fan-out**: 10 000 subscribers of one topic, 500 events of 64 B published one after the
+//!   other as fast as the server answers: the server's CPU time per delivery, deliveries per
+//!   second, the events each subscriber lost, and publish→read latency;
+//! - **many topics**: 1 000 topics × 10 subscribers, 4 publishers at once spreading 20 000
+//!   events over the topics: the same figures (the topics contend or not);
+//! - **paced**: 10 000 subscribers, one event every 10 ms: publish→read latency.
 //!
 //! `cargo bench --bench hub --features hub` (`TOWER_SSE_HUB_RUNS`, default 3; the soft
 //! `ulimit -n` must exceed the subscriber count).
 
 mod common;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::response::sse::{Event as AxumEvent, Sse};
@@ -32,7 +37,7 @@ use futures_util::StreamExt;
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::broadcast;
@@ -49,12 +54,33 @@ const SERVERS: [(&str, &str); 3] = [
     ("raw", "raw hyper + broadcast"),
 ];
 
-/// What every server shares: the hub, or the broadcast sender.
+/// What every server shares: the hub, or a broadcast sender per topic.
 struct Shared {
     hub: Hub,
     layer: SseLayer,
-    text: broadcast::Sender<Arc<str>>,
-    bytes: broadcast::Sender<Bytes>,
+    text: Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>,
+    bytes: Mutex<HashMap<String, broadcast::Sender<Bytes>>>,
+}
+
+impl Shared {
+    /// The topic's broadcast sender, made on first use (the recipe's map of channels).
+    fn sender<T: Clone>(
+        map: &Mutex<HashMap<String, broadcast::Sender<T>>>,
+        topic: &str,
+    ) -> broadcast::Sender<T> {
+        let mut map = map.lock().expect("lock");
+        map.entry(topic.to_owned())
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .clone()
+    }
+}
+
+/// The query parameter `name`.
+fn param<'a>(query: &'a str, name: &str) -> &'a str {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or("bench")
 }
 
 async fn respond(
@@ -63,25 +89,16 @@ async fn respond(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let path = request.uri().path().to_owned();
-    let query = request.uri().query().unwrap_or_default().to_owned();
-    if path == "/run" {
-        let param = |name: &str| {
-            query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-                .and_then(|value| value.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let (count, interval) = (param("count"), Duration::from_micros(param("interval_us")));
-        let timed = !interval.is_zero();
-        for n in 0..count {
-            publish(server, &shared, payload(n, timed)).await;
-            // Untimed, the publisher never yields: as fast as `publish` (or `send`) returns.
-            if timed {
-                tokio::time::sleep(interval).await;
-            }
-        }
-        publish(server, &shared, "end".to_owned()).await;
+    let topic = param(request.uri().query().unwrap_or_default(), "topic").to_owned();
+    if path == "/publish" {
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let data = String::from_utf8_lossy(&body).into_owned();
+        publish(server, &shared, &topic, data).await;
         return Response::new(Empty::new().map_err(BoxError::from).boxed_unsync());
     }
     match server {
@@ -89,12 +106,13 @@ async fn respond(
             let hub = shared.hub.clone();
             let inner = service_fn(move |request: Request<Incoming>| {
                 let hub = hub.clone();
+                let topic = topic.clone();
                 let last = request
                     .extensions()
                     .get::<tower_sse::LastEventId>()
                     .cloned();
                 async move {
-                    let subscription = hub.subscribe(["bench"], last).await.expect("a valid topic");
+                    let subscription = hub.subscribe([topic], last).await.expect("a valid topic");
                     Ok::<_, Infallible>(subscription.into_http())
                 }
             });
@@ -102,15 +120,16 @@ async fn respond(
             response.map(|body| body.map_err(BoxError::from).boxed_unsync())
         }
         "axum" => {
-            let events = receiver(shared.text.subscribe())
-                .map(|text| Ok::<_, Infallible>(AxumEvent::default().data(&*text)));
+            let rx = Shared::sender(&shared.text, &topic).subscribe();
+            let events =
+                receiver(rx).map(|text| Ok::<_, Infallible>(AxumEvent::default().data(&*text)));
             Sse::new(events)
                 .into_response()
                 .map(|body| body.map_err(BoxError::from).boxed_unsync())
         }
         _ => {
-            let frames = receiver(shared.bytes.subscribe())
-                .map(|bytes| Ok::<_, BoxError>(Frame::data(bytes)));
+            let rx = Shared::sender(&shared.bytes, &topic).subscribe();
+            let frames = receiver(rx).map(|bytes| Ok::<_, BoxError>(Frame::data(bytes)));
             let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -136,20 +155,21 @@ fn receiver<T: Clone + Send + 'static>(
     })
 }
 
-async fn publish(server: &str, shared: &Shared, data: String) {
+async fn publish(server: &str, shared: &Shared, topic: &str, data: String) {
     match server {
         "hub" => {
             shared
                 .hub
-                .publish("bench", Event::default().data(data))
+                .publish(topic, Event::default().data(data))
                 .await
                 .expect("published");
         }
         "axum" => {
-            let _ = shared.text.send(Arc::from(data));
+            let _ = Shared::sender(&shared.text, topic).send(Arc::from(data));
         }
         _ => {
-            let _ = shared.bytes.send(Bytes::from(format!("data: {data}\n\n")));
+            let event = Bytes::from(format!("data: {data}\n\n"));
+            let _ = Shared::sender(&shared.bytes, topic).send(event);
         }
     }
 }
@@ -165,8 +185,8 @@ fn run_server(server: &'static str) {
         let shared = Arc::new(Shared {
             hub: Hub::builder().history(1 << 20, 256 << 20).build(),
             layer: SseLayer::new().heartbeat(Duration::from_secs(15)),
-            text: broadcast::channel(1024).0,
-            bytes: broadcast::channel(1024).0,
+            text: Mutex::default(),
+            bytes: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -194,20 +214,65 @@ fn cpu_seconds(pid: u32) -> f64 {
     common::cpu_ticks(pid) / 100.0
 }
 
+/// One run's shape: `topics` topics of `per_topic` subscribers each; `publishers` publishers
+/// at once, each publishing `events` events (spread over the topics in turn), every `interval`
+/// (zero: as fast as the server answers).
+#[derive(Clone, Copy)]
+struct Shape {
+    topics: usize,
+    per_topic: usize,
+    publishers: usize,
+    events: usize,
+    interval: Duration,
+}
+
 struct Run {
     deliveries_per_sec: f64,
     cpu_seconds: f64,
+    cpu_per_delivery_us: f64,
     lost_per_subscriber: f64,
     latencies_us: Samples,
 }
 
-/// One run: a fresh server, `subscribers` clients, `count` events (paced by `interval`).
-async fn run(server: &str, subscribers: usize, count: u64, interval: Duration) -> Run {
+/// A client's connection to `addr`, for publishing.
+async fn connect(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// Publishes `data` on `topic` over `sender`, and waits for the answer.
+async fn publish_over_http(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    topic: &str,
+    data: String,
+) {
+    sender.ready().await.expect("ready");
+    let request = Request::post(format!("/publish?topic={topic}"))
+        .body(Full::new(Bytes::from(data)))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("published");
+    let _ = response.into_body().collect().await;
+}
+
+/// One run: a fresh server, its subscribers, then the publishers, until every subscriber has
+/// its topic's `end` event.
+async fn run(server: &str, shape: Shape) -> Run {
     let (mut child, addr) = common::spawn_server(&["--hub-server", server]);
     let pid = child.id();
     let ready = Arc::new(AtomicU64::new(0));
+    let subscribers = shape.topics * shape.per_topic;
     let clients: Vec<_> = (0..subscribers)
-        .map(|_| tokio::spawn(subscriber(addr, "/events", ready.clone())))
+        .map(|k| {
+            let path = format!("/events?topic=t{}", k % shape.topics);
+            let ready = ready.clone();
+            tokio::spawn(async move { subscriber(addr, &path, ready).await })
+        })
         .collect();
     while ready.load(Ordering::Relaxed) < subscribers as u64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -215,18 +280,27 @@ async fn run(server: &str, subscribers: usize, count: u64, interval: Duration) -
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
-    let control = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(control))
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
-    let path = format!("/run?count={count}&interval_us={}", interval.as_micros());
-    let published = sender.send_request(
-        Request::post(path)
-            .body(Empty::<Bytes>::new())
-            .expect("request"),
-    );
-    let published = tokio::spawn(published);
+    let publishers: Vec<_> = (0..shape.publishers)
+        .map(|p| {
+            tokio::spawn(async move {
+                let mut sender = connect(addr).await;
+                for e in 0..shape.events {
+                    let topic = format!("t{}", (p + shape.publishers * e) % shape.topics);
+                    publish_over_http(&mut sender, &topic, payload(e as u64, true)).await;
+                    if !shape.interval.is_zero() {
+                        tokio::time::sleep(shape.interval).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    let mut sender = connect(addr).await;
+    for topic in 0..shape.topics {
+        publish_over_http(&mut sender, &format!("t{topic}"), "end".to_owned()).await;
+    }
     let mut seen = Vec::with_capacity(subscribers);
     for client in clients {
         seen.push(
@@ -237,12 +311,11 @@ async fn run(server: &str, subscribers: usize, count: u64, interval: Duration) -
         );
     }
     let elapsed = started.elapsed();
-    let _ = published.await;
     let cpu = cpu_seconds(pid) - cpu_before;
     let _ = child.kill();
     let _ = child.wait();
     let delivered: u64 = seen.iter().map(|s| s.events).sum();
-    let expected = count * subscribers as u64;
+    let expected = (shape.publishers * shape.events * shape.per_topic) as u64;
     let mut latencies = Samples::default();
     for s in &seen {
         for &l in &s.latencies_us {
@@ -252,8 +325,93 @@ async fn run(server: &str, subscribers: usize, count: u64, interval: Duration) -
     Run {
         deliveries_per_sec: rate(delivered as usize, elapsed),
         cpu_seconds: cpu,
+        cpu_per_delivery_us: cpu * 1e6 / delivered.max(1) as f64,
         lost_per_subscriber: expected.saturating_sub(delivered) as f64 / subscribers as f64,
         latencies_us: latencies,
+    }
+}
+
+/// Runs every server `runs` times on `shape`, side by side, and prints the rows.
+fn compare(runtime: &tokio::runtime::Runtime, runs: usize, case: &str, shape: Shape) {
+    let n = SERVERS.len();
+    let (mut rates, mut cpu, mut per_delivery, mut lost) = (
+        vec![Samples::default(); n],
+        vec![Samples::default(); n],
+        vec![Samples::default(); n],
+        vec![Samples::default(); n],
+    );
+    let (mut p50, mut p99) = (vec![Samples::default(); n], vec![Samples::default(); n]);
+    let (mut rate_ratio, mut cpu_ratio) =
+        (vec![Samples::default(); n], vec![Samples::default(); n]);
+    let (mut p50_ratio, mut p99_ratio) = (vec![Samples::default(); n], vec![Samples::default(); n]);
+    for _ in 0..runs {
+        let results: Vec<Run> = SERVERS
+            .iter()
+            .map(|(server, _)| runtime.block_on(run(server, shape)))
+            .collect();
+        let ours = &results[0];
+        for (i, result) in results.iter().enumerate() {
+            rates[i].push(result.deliveries_per_sec);
+            cpu[i].push(result.cpu_seconds);
+            per_delivery[i].push(result.cpu_per_delivery_us);
+            lost[i].push(result.lost_per_subscriber);
+            p50[i].push(result.latencies_us.quantile(0.5));
+            p99[i].push(result.latencies_us.quantile(0.99));
+            rate_ratio[i].push(ours.deliveries_per_sec / result.deliveries_per_sec);
+            cpu_ratio[i].push(ours.cpu_per_delivery_us / result.cpu_per_delivery_us);
+            p50_ratio[i].push(ours.latencies_us.quantile(0.5) / result.latencies_us.quantile(0.5));
+            p99_ratio[i]
+                .push(ours.latencies_us.quantile(0.99) / result.latencies_us.quantile(0.99));
+        }
+    }
+    for (i, (_, name)) in SERVERS.iter().enumerate().skip(1) {
+        if shape.interval.is_zero() {
+            row(
+                "hub deliveries/s",
+                case,
+                Unit::MegaPerSec,
+                &rates[0],
+                name,
+                &rates[i],
+                &rate_ratio[i],
+            );
+            row(
+                "hub server CPU per delivery",
+                case,
+                Unit::Nanos,
+                &per_delivery[0],
+                name,
+                &per_delivery[i],
+                &cpu_ratio[i],
+            );
+        }
+        row(
+            "hub publish→read p50",
+            case,
+            Unit::Micros,
+            &p50[0],
+            name,
+            &p50[i],
+            &p50_ratio[i],
+        );
+        row(
+            "hub publish→read p99",
+            case,
+            Unit::Micros,
+            &p99[0],
+            name,
+            &p99[i],
+            &p99_ratio[i],
+        );
+    }
+    for (i, (_, name)) in SERVERS.iter().enumerate() {
+        println!(
+            "| hub | {case}: {name} | server CPU {:.2} s | events lost per subscriber | {:.1} (min {:.1}, max {:.1}) | |",
+            cpu[i].median(),
+            lost[i].median(),
+            lost[i].min(),
+            lost[i].max()
+        );
     }
 }
 
@@ -277,68 +435,41 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    for (subscribers, count) in [(1_000, 2_000), (10_000, 200)] {
-        let mut rates = vec![Samples::default(); SERVERS.len()];
-        let mut cpu = vec![Samples::default(); SERVERS.len()];
-        let mut lost = vec![Samples::default(); SERVERS.len()];
-        let mut rate_ratio = vec![Samples::default(); SERVERS.len()];
-        for _ in 0..runs {
-            let results: Vec<Run> = SERVERS
-                .iter()
-                .map(|(server, _)| {
-                    runtime.block_on(run(server, subscribers, count, Duration::ZERO))
-                })
-                .collect();
-            for (i, result) in results.iter().enumerate() {
-                rates[i].push(result.deliveries_per_sec);
-                cpu[i].push(result.cpu_seconds);
-                lost[i].push(result.lost_per_subscriber);
-                rate_ratio[i].push(results[0].deliveries_per_sec / result.deliveries_per_sec);
-            }
-        }
-        let case = format!("{subscribers} subscribers, {count} events of 64 B");
-        for (i, (_, name)) in SERVERS.iter().enumerate().skip(1) {
-            row(
-                "hub fan-out deliveries/s",
-                &case,
-                Unit::MegaPerSec,
-                &rates[0],
-                name,
-                &rates[i],
-                &rate_ratio[i],
-            );
-        }
-        for (i, (_, name)) in SERVERS.iter().enumerate() {
-            println!(
-                "| hub fan-out | {case}: {name} | server CPU {:.2} s | events lost per subscriber | {:.1} (min {:.1}, max {:.1}) | |",
-                cpu[i].median(),
-                lost[i].median(),
-                lost[i].min(),
-                lost[i].max()
-            );
-        }
-    }
-    let (subscribers, count) = (10_000, 100);
-    let results: Vec<Run> = SERVERS
-        .iter()
-        .take(2)
-        .map(|(server, _)| {
-            runtime.block_on(run(server, subscribers, count, Duration::from_millis(10)))
-        })
-        .collect();
-    let case = format!("{subscribers} subscribers, one event every 10 ms");
-    for q in [0.5, 0.99] {
-        let ours = Samples::from(vec![results[0].latencies_us.quantile(q)]);
-        let theirs = Samples::from(vec![results[1].latencies_us.quantile(q)]);
-        let ratio = Samples::from(vec![ours.median() / theirs.median()]);
-        row(
-            &format!("hub latency p{}", (q * 100.0) as u32),
-            &case,
-            Unit::Micros,
-            &ours,
-            SERVERS[1].1,
-            &theirs,
-            &ratio,
-        );
-    }
+    let fan_out = Shape {
+        topics: 1,
+        per_topic: 10_000,
+        publishers: 1,
+        events: 500,
+        interval: Duration::ZERO,
+    };
+    compare(
+        &runtime,
+        runs,
+        "10 000 subscribers × 500 events of 64 B, HTTP publishes",
+        fan_out,
+    );
+    let many = Shape {
+        topics: 1_000,
+        per_topic: 10,
+        publishers: 4,
+        events: 5_000,
+        interval: Duration::ZERO,
+    };
+    compare(
+        &runtime,
+        runs,
+        "1 000 topics × 10 subscribers, 4 publishers × 5 000 events",
+        many,
+    );
+    let paced = Shape {
+        events: 100,
+        interval: Duration::from_millis(10),
+        ..fan_out
+    };
+    compare(
+        &runtime,
+        runs.min(1),
+        "10 000 subscribers, an event every 10 ms",
+        paced,
+    );
 }

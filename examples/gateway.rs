@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::Uri;
+use http::{header, HeaderValue, Request, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -52,6 +52,16 @@ async fn main() -> Result<(), Error> {
                     );
                 }),
         )
+        // Uncompressed bodies from the upstream: an event stream it compressed could not be
+        // re-framed, and would pass without heartbeats. Requests that ask for an event stream
+        // already say so; this covers those that do not (the OpenAI SDKs send `gzip, deflate`).
+        .map_request(|mut request: Request<Incoming>| {
+            let identity = HeaderValue::from_static("identity");
+            request
+                .headers_mut()
+                .insert(header::ACCEPT_ENCODING, identity);
+            request
+        })
         // Below Heroku's 30 s to the first byte: the stream's first byte follows the head.
         .service(Upstream::new(client, upstream.clone())?.head_timeout(Duration::from_secs(25)));
 

@@ -25,9 +25,11 @@ PAUSE_MS=1500
 log() { printf 'llm-sdks: %s\n' "$*" >&2; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tower-sse-llm.XXXXXX")
-PIDS=()
+# The processes it starts, one pid a line: `start` runs in the background of this shell, and
+# writes here, so that the trap stops every one of them.
+: >"$WORK/pids"
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/pids"
   [ -n "${LLM_KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -37,6 +39,7 @@ trap 'exit 130' INT TERM
 for tool in node npm cargo python3 curl; do
   command -v "$tool" >/dev/null || { log "$tool is required"; exit 2; }
 done
+python3 -c 'import venv, ensurepip' 2>/dev/null || { log "python3's venv is required (Debian: apt-get install python3-venv)"; exit 2; }
 if ! (cd "$LLM" && npm ci --no-audit --no-fund --loglevel=error) >"$WORK/npm-ci.log" 2>&1; then
   cat "$WORK/npm-ci.log" >&2
   log "npm ci failed"
@@ -58,31 +61,31 @@ log "building the gateway example"
 cargo build --quiet --example gateway --features gateway -j "${LLM_BUILD_JOBS:-1}"
 GATEWAY_BIN="$TARGET_DIR/debug/examples/gateway"
 
-# Starts a process whose first line of output names its address (`... http://ADDR ...`), and
-# prints that address.
+# Starts a process (its pid recorded for the trap) whose first line of output names its address
+# (`... http://ADDR ...`), and sets ADDR to that address.
 start() {
   local name=$1
   shift
   "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-  PIDS+=($!)
-  local addr=""
+  echo $! >>"$WORK/pids"
+  ADDR=""
   for _ in $(seq 1 100); do
-    addr=$(head -n 1 "$WORK/$name.out" | grep -o 'http://[0-9.:]*' | head -n 1 | sed 's|http://||' || true)
-    [ -n "$addr" ] && break
+    ADDR=$(head -n 1 "$WORK/$name.out" | grep -o 'http://[0-9.:]*' | head -n 1 | sed 's|http://||' || true)
+    [ -n "$ADDR" ] && return 0
     sleep 0.1
   done
-  if [ -z "$addr" ]; then
-    cat "$WORK/$name.err" >&2
-    log "$name did not start"
-    exit 2
-  fi
-  echo "$addr"
+  cat "$WORK/$name.err" >&2
+  log "$name did not start"
+  exit 2
 }
 
-UPSTREAM=$(start upstream node "$LLM/upstream.mjs" --pause-ms "$PAUSE_MS")
-GATEWAY=$(start gateway "$GATEWAY_BIN" --listen 127.0.0.1:0 --upstream "http://$UPSTREAM" \
-  --heartbeat-ms "$HEARTBEAT_MS")
-PROXY=$(start proxy node "$LLM/idle-proxy.mjs" --target "$GATEWAY" --idle-ms "$IDLE_MS")
+start upstream node "$LLM/upstream.mjs" --pause-ms "$PAUSE_MS"
+UPSTREAM=$ADDR
+start gateway "$GATEWAY_BIN" --listen 127.0.0.1:0 --upstream "http://$UPSTREAM" \
+  --heartbeat-ms "$HEARTBEAT_MS"
+GATEWAY=$ADDR
+start proxy node "$LLM/idle-proxy.mjs" --target "$GATEWAY" --idle-ms "$IDLE_MS"
+PROXY=$ADDR
 log "upstream $UPSTREAM, gateway $GATEWAY (heartbeat ${HEARTBEAT_MS} ms), idle proxy $PROXY (${IDLE_MS} ms); the model pauses ${PAUSE_MS} ms"
 
 # The bytes each Accept gets from the gateway, as the SDKs would read them (shown, not judged).
@@ -95,7 +98,7 @@ for accept in application/json text/event-stream; do
     const fox = b.indexOf("fox");
     const pause = b.slice(b.indexOf("\n", fox) + 1, b.indexOf("data:", fox));
     console.log("first", JSON.stringify(b.slice(0, 24)), "... during the pause", JSON.stringify(pause));
-  ' "$WORK/bytes-${accept//\//-}")
+  ' "$WORK/bytes-${accept//\//-}" || true)
   log "bytes with Accept: $accept: $shown"
 done
 

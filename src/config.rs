@@ -291,8 +291,10 @@ macro_rules! builder_methods {
         /// whose `Accept` names `text/event-stream` that arrive after it get that answer at once
         /// (a `200` with the retry hint, the shutdown event, and the end), without reaching the
         /// inner service, so clients retry later rather than give up (`EventSource` gives up
-        /// for good on any other status). Other requests are served as usual. Cancel it when the server's own graceful shutdown
-        /// starts (or before, to drain): open streams no longer hold the server up.
+        /// for good on any other status). Other requests are served as usual; a stream their
+        /// response offers (`text/event-stream`, a hub subscription) ends at once with the
+        /// shutdown event. Cancel it when the server's own graceful shutdown starts (or
+        /// before, to drain): open streams no longer hold the server up.
         ///
         /// ```
         /// use std::time::Duration;
@@ -341,8 +343,10 @@ macro_rules! builder_methods {
         }
 
         /// Allows at most `max` event streams open at once through this layer (every service
-        /// it makes, and their clones, share the count). A request over it never reaches the
-        /// inner service: it gets the [`over_limit`](Self::over_limit) answer. A stream's place
+        /// it makes, and their clones, share the count). A request over it that asked for an
+        /// event stream never reaches the inner service: it gets the
+        /// [`over_limit`](Self::over_limit) answer (a stream a response offers to a request
+        /// that did not ask is counted, and refused, when that response comes). A stream's place
         /// is given back when it closes, whatever the reason (its client left or stalled, the
         /// shutdown signal, a panic in the inner service).
         ///
@@ -368,7 +372,9 @@ macro_rules! builder_methods {
 
         /// Allows at most `max` event streams open at once per key, the key taken from each
         /// request by `key` (a user id, a client address; `None`: the request has no per-key
-        /// limit). Keys are held only while they have open streams.
+        /// limit). Keys are held only while they have open streams. `key` runs for every
+        /// request: any response may turn out to be an event stream, and the request is gone
+        /// by then.
         #[must_use = "a builder method returns the configured value"]
         pub fn max_streams_per_key<F>(mut self, max: usize, key: F) -> Self
         where
@@ -405,7 +411,7 @@ macro_rules! builder_methods {
         /// ```
         ///
         /// (`MatchedPath` is set when the layer is added with `Router::layer`, inside the
-        /// routing.)
+        /// routing.) `value` runs for every request, as a per-key limit's `key` does.
         #[cfg(feature = "metrics")]
         #[must_use = "a builder method returns the configured value"]
         pub fn metrics_label<F>(mut self, key: &'static str, value: F) -> Self

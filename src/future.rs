@@ -58,7 +58,7 @@ impl Entry {
         match self {
             Self::Admitted(admission) => Ok(admission),
             Self::Offered { key, label } => Ok(Admission {
-                permit: config.limits.admit(key, vary_accept)?,
+                permit: config.limits.admit(key, vary_accept, false)?,
                 label,
             }),
         }
@@ -188,7 +188,8 @@ fn into_event_stream<B>(
         vary_accept,
         entry,
     } = stream;
-    if !entry.is_admitted() && handed_over.is_none() && !is_event_stream(&head.headers) {
+    let admitted = entry.is_admitted();
+    if !admitted && handed_over.is_none() && !is_event_stream(&head.headers) {
         return untouched(Response::from_parts(head, body), done);
     }
     let admission = match entry.admit(&config, vary_accept) {
@@ -196,8 +197,10 @@ fn into_event_stream<B>(
         // The response's body (a subscription, an upstream stream) is dropped unread.
         Err(refusal) => return (*refusal).map(SseBody::answer),
     };
-    let framing = config
-        .framing
+    // A stream the response offered is one already, whatever framing the layer forces on
+    // responses to requests that asked.
+    let forced = config.framing.filter(|_| admitted);
+    let framing = forced
         .unwrap_or_else(|| Framing::from_content_type(head.headers.get(header::CONTENT_TYPE)));
     // Clients accept exactly 200 for an event stream.
     head.status = StatusCode::OK;

@@ -27,7 +27,7 @@ pub struct SseLayer {
 }
 
 impl SseLayer {
-    /// A layer with the defaults: negotiated by `Accept`, heartbeat every 15 s, retry hint 3 s,
+    /// A layer with the defaults: negotiated by `Accept` (or offered by the response), heartbeat every 15 s, retry hint 3 s,
     /// messages up to 1 MiB, framing from the inner `Content-Type`, a stalled client after a
     /// 30 s write deadline, no maximum age, no shutdown signal.
     #[must_use = "a layer does nothing until it wraps a service"]

@@ -21,14 +21,18 @@ pub(crate) type OnLimit = Arc<dyn Fn(&LimitExceeded) + Send + Sync>;
 pub const DEFAULT_REFUSAL_RETRY: Duration = Duration::from_secs(10);
 
 /// What a request over a stream limit gets (see
-/// [`SseLayer::max_streams`](crate::SseLayer::max_streams)). It never reaches the inner service.
+/// [`SseLayer::max_streams`](crate::SseLayer::max_streams)). A request that asked for an event
+/// stream never reaches the inner service; a stream a response offers to one that did not ask
+/// is refused when that response comes (its body is dropped unread).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
     /// A `200` event stream holding only a retry hint spread uniformly over `after` to twice
     /// `after`, then the end: `EventSource` comes back later instead of giving up (it gives up
     /// for good on any other status), and refused clients do not all return together. The
-    /// default, with [`DEFAULT_REFUSAL_RETRY`].
+    /// default, with [`DEFAULT_REFUSAL_RETRY`]. A request that did not ask for an event
+    /// stream (not `EventSource`: curl, `fetch`, an SDK, which would read that stream as an
+    /// empty answer) gets `429 Too Many Requests` with the same delay as `Retry-After`.
     RetryLater(Duration),
     /// This status (such as `429 Too Many Requests` or `503 Service Unavailable`) with a
     /// `Retry-After` header in whole seconds (rounded up) and a short plain-text body: for
@@ -152,11 +156,13 @@ impl Limits {
 
     /// A place for one more stream (of the request with `key`), or the answer to send instead:
     /// the refusal, reported to the callback, the metrics and the log. No place is taken when
-    /// no limit is set.
+    /// no limit is set. `asked`: the request asked for an event stream (the refusal of one that
+    /// did not is never the retry-only stream, which only `EventSource` reads as "come back").
     pub(crate) fn admit(
         &self,
         key: Option<String>,
         vary_accept: bool,
+        asked: bool,
     ) -> Result<Option<Permit>, Box<Response<Bytes>>> {
         if !self.is_set() {
             return Ok(None);
@@ -174,7 +180,7 @@ impl Limits {
                     on_exceeded(&exceeded);
                 }
                 crate::metrics::refused(exceeded.limit);
-                Err(Box::new(self.refuse(vary_accept)))
+                Err(Box::new(self.refuse(vary_accept, asked)))
             }
         }
     }
@@ -219,9 +225,16 @@ impl Limits {
         Ok(permit)
     }
 
-    /// The answer to a refused request.
-    fn refuse(&self, vary_accept: bool) -> Response<Bytes> {
+    /// The answer to a refused request: for one that did not ask for an event stream (curl,
+    /// `fetch`, an SDK), a [`RetryLater`](Refusal::RetryLater) is a `429` with `Retry-After`,
+    /// since such a client would read an empty `200` stream as a complete answer.
+    fn refuse(&self, vary_accept: bool, asked: bool) -> Response<Bytes> {
         match &self.refusal {
+            Refusal::RetryLater(after) if !asked => status_refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                spread(*after, *after),
+                vary_accept,
+            ),
             Refusal::RetryLater(after) => {
                 let mut text = BytesMut::new();
                 Event::default()
@@ -234,20 +247,26 @@ impl Limits {
             Refusal::Status {
                 status,
                 retry_after,
-            } => {
-                let mut response = Response::new(Bytes::from_static(b"too many event streams\n"));
-                *response.status_mut() = *status;
-                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                let headers = response.headers_mut();
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                response
-            }
+            } => status_refusal(*status, *retry_after, false),
         }
     }
+}
+
+/// A refusal as `status` with `Retry-After` in whole seconds (rounded up) and a short text.
+fn status_refusal(status: StatusCode, retry_after: Duration, vary_accept: bool) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(b"too many event streams\n"));
+    *response.status_mut() = status;
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if vary_accept {
+        crate::headers::add_vary_accept(headers);
+    }
+    response
 }
 
 impl std::fmt::Debug for Limits {

@@ -127,10 +127,12 @@ impl<S> SseService<S> {
             tracing::debug!("event stream refused: shutting down");
             return Begun::Answered(shutting_down(config, vary_accept));
         }
+        // Taken from every request (when a per-key limit or a metrics label is set): any
+        // response may turn out to be an event stream, and the request is gone by then.
         let key = config.limits.key_of(request);
         let label = StreamLabel::of(config, request);
         let entry = if convert {
-            match config.limits.admit(key, vary_accept) {
+            match config.limits.admit(key, vary_accept, true) {
                 Ok(permit) => Entry::Admitted(Admission { permit, label }),
                 Err(refusal) => return Begun::Answered(*refusal),
             }

@@ -72,6 +72,8 @@ pub enum Unit {
     MegaBytesPerSec,
     /// Microseconds.
     Micros,
+    /// Nanoseconds, from a value in microseconds.
+    Nanos,
     /// Kibibytes.
     KiB,
     /// Per cent of one core.
@@ -88,6 +90,7 @@ impl Unit {
             Unit::MegaPerSec => format!("{:.3} M/s", value / 1e6),
             Unit::MegaBytesPerSec => format!("{:.0} MB/s", value / 1e6),
             Unit::Micros => format!("{value:.0} µs"),
+            Unit::Nanos => format!("{:.0} ns", value * 1e3),
             Unit::KiB => format!("{:.1} KiB", value / 1024.0),
             Unit::PercentCore => format!("{value:.2} %"),
             Unit::Count => format!("{value:.2}"),

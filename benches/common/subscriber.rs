@@ -17,7 +17,8 @@ pub fn payload(n: u64, timed: bool) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        format!("t{now}")
+        // 64 B, as the untimed events.
+        format!("t{now:0>63}")
     } else {
         format!("p{n:0>47}")
     }

@@ -232,9 +232,12 @@ impl State {
         self.phase = Phase::Ending;
         self.tracker.closing(reason);
         if reason == CloseReason::Shutdown && !self.config.shutdown_event.is_empty() {
-            self.buf.push_shared(&self.config.stream_shutdown_event());
+            let event = self.config.stream_shutdown_event();
+            // Only an event with data ends with the blank line that dispatches it.
+            let dispatches = event.ends_with(b"\n\n");
+            self.buf.push_shared(&event);
             self.tracker
-                .event_sent(self.config.shutdown_event_id.clone());
+                .event_sent(self.config.shutdown_event_id.clone(), dispatches);
         }
     }
 
@@ -244,7 +247,8 @@ impl State {
         self.tracker.failed(error);
         if let Some(mut event) = self.config.error_event(error) {
             self.buf.write(|buf| event.encode_into(buf));
-            self.tracker.event_sent(event.take_id());
+            let dispatches = event.get_data().is_some();
+            self.tracker.event_sent(event.take_id(), dispatches);
         }
     }
 

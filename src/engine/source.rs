@@ -64,7 +64,8 @@ impl Output<'_> {
     pub(crate) fn event(&mut self, mut event: Event) {
         self.reserve();
         self.buf.write(|buf| event.encode_into(buf));
-        self.tracker.event_sent(event.take_id());
+        let dispatches = event.get_data().is_some();
+        self.tracker.event_sent(event.take_id(), dispatches);
     }
 
     /// Writes one event already encoded (whole, ending with its blank line) and its id. Into
@@ -76,7 +77,7 @@ impl Output<'_> {
         }
         self.buf.push_shared(event);
         *self.coalescing = true;
-        self.tracker.event_sent(id);
+        self.tracker.event_sent(id, true);
     }
 
     /// Writes one event whose fields are already encoded (`body`: whole lines, without an id
@@ -91,7 +92,7 @@ impl Output<'_> {
             buf.extend_from_slice(&id);
             buf.extend_from_slice(b"\n\n");
         });
-        self.tracker.event_sent(Some(id));
+        self.tracker.event_sent(Some(id), true);
     }
 
     /// The source is ending for `reason` (it then returns `Ready(Ok(()))`); the first reason

@@ -29,6 +29,8 @@ struct Sent {
     events: u64,
     bytes: u64,
     last_event_id: Option<Bytes>,
+    /// An id written without data, which the next event carries to the client.
+    pending_id: Option<Bytes>,
 }
 
 /// Follows one event stream from its first poll to its close, which it reports exactly once
@@ -133,11 +135,21 @@ impl Tracker {
         }
     }
 
-    pub(crate) fn event_sent(&mut self, id: Option<Bytes>) {
-        self.sent.events += 1;
-        if id.is_some() {
-            self.sent.last_event_id = id;
+    /// An event was written: counted, and its id taken as the client's, when it `dispatches`
+    /// (it has data). The id of one without data joins the next event's block: the client
+    /// takes it with that event, unless the event has an id of its own.
+    pub(crate) fn event_sent(&mut self, id: Option<Bytes>, dispatches: bool) {
+        if !dispatches {
+            if id.is_some() {
+                self.sent.pending_id = id;
+            }
+            return;
         }
+        self.sent.events += 1;
+        if let Some(id) = id.or_else(|| self.sent.pending_id.take()) {
+            self.sent.last_event_id = Some(id);
+        }
+        self.sent.pending_id = None;
     }
 
     /// A frame was handed to the connection at `now`.

@@ -237,5 +237,43 @@ async fn the_hubs_gap_event_and_replay_end_no_empty_block() {
     let kinds: Vec<_> = parsed.events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["reset", "message", "message", "message"]);
     // Publishing an event without data is refused: no client would dispatch it.
-    assert!(hub.publish("t", Event::default()).await.is_err());
+    assert!(matches!(
+        hub.publish("t", Event::default()).await,
+        Err(tower_sse::hub::HubError::NoData)
+    ));
+}
+
+/// What the close report says matches what a client has: an id written without data (an inner
+/// stream's id-only block, a shutdown event without data) only counts once an event carries it.
+#[tokio::test]
+async fn an_id_without_data_counts_only_when_an_event_carries_it() {
+    use std::sync::{Arc, Mutex};
+
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let recorded = reports.clone();
+    let layer = SseLayer::new().on_close(move |info| {
+        let last = info.last_event_id.clone();
+        recorded.lock().expect("lock").push((info.events, last));
+    });
+    let body = chunks([
+        "data: a\nid: 1\n\n",
+        "id: 2\n\n",
+        "data: b\n\n",
+        "id: 3\n\n",
+    ]);
+    let bytes = stream_of(layer, "text/event-stream", body).await;
+    let parsed = whatwg::parse(&bytes);
+    assert_eq!(parsed.events.len(), 2);
+    assert_eq!(parsed.last_event_id, "2", "{:?}", text(&bytes));
+    for _ in 0..100 {
+        if !reports.lock().expect("lock").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *reports.lock().expect("lock"),
+        [(2, Some("2".to_owned()))],
+        "two events; the client's last id is 2, not the trailing 3"
+    );
 }

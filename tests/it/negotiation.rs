@@ -419,3 +419,80 @@ async fn a_plain_get_of_a_subscription_is_served_with_the_layers_settings() {
     }
     assert_eq!(*closes.lock().expect("lock"), [CloseReason::Shutdown]);
 }
+
+/// What the response decides, at its edges: a compressed or non-2xx event stream to a plain
+/// request passes untouched (no re-framing is possible, or the client must see the status); a
+/// forced framing is for responses to requests that asked, not for a stream a response offers;
+/// an offered stream varies on `Accept` like any other.
+#[tokio::test]
+async fn an_offered_stream_is_converted_only_when_it_can_be() {
+    let plain = || {
+        Request::get("/")
+            .header("accept", "*/*")
+            .body(())
+            .expect("request")
+    };
+    let sse = &[("content-type", "text/event-stream")];
+    let (parts, body) = call(
+        SseLayer::new(),
+        plain(),
+        StatusCode::OK,
+        &[
+            ("content-type", "text/event-stream"),
+            ("content-encoding", "gzip"),
+        ],
+    )
+    .await;
+    assert_eq!(header(&parts.headers, "content-encoding"), ["gzip"]);
+    assert_eq!(&body[..], b"hello", "a compressed stream passes untouched");
+    let (parts, body) = call(
+        SseLayer::new(),
+        plain(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        sse,
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(&body[..], b"hello");
+    // The inner body "hello" is not an event stream block: re-framed as one, it is nothing;
+    // cut as lines (the forced framing), it would become an event.
+    let (parts, body) = call(
+        SseLayer::new().framing(tower_sse::Framing::Lines),
+        plain(),
+        StatusCode::OK,
+        sse,
+    )
+    .await;
+    assert_eq!(text(&body), "retry: 3000\n", "re-framed as an event stream");
+    assert_eq!(header(&parts.headers, "vary"), ["accept"]);
+}
+
+/// After the shutdown signal, a plain request still reaches the inner service (it may not be a
+/// stream); a stream its response offers ends at once, with the shutdown event.
+#[tokio::test]
+async fn an_offered_stream_after_the_shutdown_signal_ends_at_once() {
+    let signal = tokio_util::sync::CancellationToken::new();
+    signal.cancel();
+    let layer = SseLayer::new().graceful_shutdown(signal).shutdown_event(
+        tower_sse::Event::default()
+            .event("bye")
+            .expect("name")
+            .data("later"),
+    );
+    let plain = Request::get("/")
+        .header("accept", "application/json")
+        .body(())
+        .expect("request");
+    let (parts, body) = call(
+        layer,
+        plain,
+        StatusCode::OK,
+        &[("content-type", "text/event-stream")],
+    )
+    .await;
+    assert_eq!(
+        header(&parts.headers, "content-type"),
+        ["text/event-stream"]
+    );
+    assert_eq!(text(&body), "retry: 3000\nevent: bye\ndata: later\n\n");
+}

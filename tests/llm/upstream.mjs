@@ -3,13 +3,16 @@
 // `chat.completion.chunk` per token, a pause of --pause-ms in the middle (a model thinking
 // longer than the proxies' idle timeouts allow), the final chunk, then `data: [DONE]`. Each
 // chunk carries an `id:` line, as some OpenAI-compatible servers send: after one, the Python
-// SDK also dispatches a comment followed by a blank line.
+// SDK also dispatches a comment followed by a blank line. A request that accepts gzip gets the
+// stream gzipped (flushed after every chunk), as behind FastAPI's or Starlette's GZipMiddleware:
+// the gateway must ask for `identity`, or the stream passes it unconverted.
 //
 //   node upstream.mjs --pause-ms 1500
 //
 // Prints `listening on http://127.0.0.1:PORT`, then one JSON line per request (its method, path
-// and Accept header). Exits on SIGTERM or after --exit-after seconds (default 300).
+// Accept and Accept-Encoding headers). Exits on SIGTERM or after --exit-after seconds (default 300).
 import http from "node:http";
+import zlib from "node:zlib";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((pairs, arg, i, all) => (i % 2 === 0 ? [...pairs, [arg.replace(/^--/, ""), all[i + 1]]] : pairs), []),
@@ -33,12 +36,21 @@ function chunk(n, delta, finish) {
   });
 }
 
-async function stream(res) {
-  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+async function stream(req, res) {
+  const gzip = /\bgzip\b/.test(req.headers["accept-encoding"] ?? "");
+  const headers = { "content-type": "text/event-stream", "cache-control": "no-cache" };
+  if (gzip) headers["content-encoding"] = "gzip";
+  res.writeHead(200, headers);
+  let out = res;
+  if (gzip) {
+    out = zlib.createGzip();
+    out.pipe(res);
+  }
   let n = 0;
   const send = (data) => {
     n += 1;
-    return res.write(`id: ${n}\ndata: ${data}\n\n`);
+    out.write(`id: ${n}\ndata: ${data}\n\n`);
+    if (gzip) out.flush();
   };
   send(chunk(n, { role: "assistant", content: "" }, null));
   for (const [i, token] of TOKENS.entries()) {
@@ -47,7 +59,7 @@ async function stream(res) {
     send(chunk(n, { content: token }, null));
   }
   send(chunk(n, {}, "stop"));
-  res.end("data: [DONE]\n\n");
+  out.end("data: [DONE]\n\n");
 }
 
 const server = http.createServer((req, res) => {
@@ -58,7 +70,7 @@ const server = http.createServer((req, res) => {
     if (body.length > 1 << 20) req.destroy();
   });
   req.on("end", () => {
-    console.log(JSON.stringify({ method: req.method, path: req.url, accept: req.headers.accept ?? null }));
+    console.log(JSON.stringify({ method: req.method, path: req.url, accept: req.headers.accept ?? null, encoding: req.headers["accept-encoding"] ?? null }));
     let request = {};
     try {
       request = JSON.parse(body || "{}");
@@ -70,7 +82,7 @@ const server = http.createServer((req, res) => {
       res.writeHead(404, { "content-type": "application/json" }).end('{"error":{"message":"not here"}}');
       return;
     }
-    stream(res).catch(() => res.destroy());
+    stream(req, res).catch(() => res.destroy());
   });
 });
 server.listen(0, "127.0.0.1", () => {
