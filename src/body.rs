@@ -62,7 +62,7 @@ impl<B> SseBody<B> {
     }
 
     /// The layer's own answer: `text`, then the end. The inner body, if any, is not read.
-    pub(crate) fn answer(text: Bytes) -> Self {
+    pub(crate) fn fixed(text: Bytes) -> Self {
         Self {
             kind: Kind::Answer { text: Some(text) },
             done: None,

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 
 use crate::close::OnClose;
-use crate::engine::spread;
+use crate::jitter::spread;
 use crate::limit::Limits;
 use crate::{Event, EventError, Framing, Message, StreamError};
 

@@ -150,7 +150,7 @@ where
                 }))
             }
             StateProj::Answered { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response.map(SseBody::answer))),
+                Some(response) => Poll::Ready(Ok(response.map(SseBody::fixed))),
                 // Polled again after it completed: there is nothing left to give.
                 None => Poll::Pending,
             },
@@ -195,7 +195,7 @@ fn into_event_stream<B>(
     let admission = match entry.admit(&config, vary_accept) {
         Ok(admission) => admission,
         // The response's body (a subscription, an upstream stream) is dropped unread.
-        Err(refusal) => return (*refusal).map(SseBody::answer),
+        Err(refusal) => return (*refusal).map(SseBody::fixed),
     };
     // A stream the response offered is one already, whatever framing the layer forces on
     // responses to requests that asked.

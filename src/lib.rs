@@ -123,6 +123,7 @@ mod event;
 mod extract;
 mod future;
 mod headers;
+mod jitter;
 mod last_event_id;
 mod layer;
 mod limit;

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::engine::spread;
 use crate::headers::set_event_stream_headers;
+use crate::jitter::spread;
 use crate::Event;
 
 pub(crate) type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;

@@ -9,7 +9,6 @@
 mod decoded;
 mod frame;
 mod handoff;
-mod jitter;
 mod source;
 mod tracker;
 
@@ -31,9 +30,8 @@ use crate::{CloseReason, StreamError};
 
 pub(crate) use decoded::{copy_out, Decoded};
 use frame::FrameBuf;
-#[allow(unused_imports)] // the hub (next) is the first source outside tests
+#[cfg_attr(not(feature = "hub"), allow(unused_imports))] // the hub's subscriptions
 pub(crate) use handoff::{BoxSource, Handoff, HandoffSlot};
-pub(crate) use jitter::spread;
 pub(crate) use source::{Output, Source};
 pub(crate) use tracker::Admission;
 use tracker::Tracker;
@@ -113,7 +111,7 @@ impl<S> Engine<S> {
             last_write: now,
             age_limit: config
                 .max_age
-                .and_then(|age| now.checked_add(jitter::jittered(age))),
+                .and_then(|age| now.checked_add(crate::jitter::jittered(age))),
             tracker: Tracker::new(config.clone(), disconnect, admission),
             config: config.clone(),
         };

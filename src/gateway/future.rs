@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::upstream::{answer, from_upstream, UpstreamBody};
+use super::reply::{from_upstream, status_reply, UpstreamBody};
 use crate::error::{BoxError, Chain};
 
 pin_project! {
@@ -66,7 +66,7 @@ where
         match this.deadline.as_pin_mut().map(|deadline| deadline.poll(cx)) {
             Some(Poll::Ready(())) => {
                 tracing::warn!("no response head from the upstream in time: 504");
-                Poll::Ready(Ok(answer(StatusCode::GATEWAY_TIMEOUT)))
+                Poll::Ready(Ok(status_reply(StatusCode::GATEWAY_TIMEOUT)))
             }
             _ => Poll::Pending,
         }
@@ -91,7 +91,7 @@ where
         let error: BoxError = error.into();
         let error = Chain(&*error);
         tracing::warn!(%error, "the upstream request failed: 502");
-        answer(StatusCode::BAD_GATEWAY)
+        status_reply(StatusCode::BAD_GATEWAY)
     };
     loop {
         match state.as_mut().project() {
@@ -101,7 +101,7 @@ where
                 }
                 // The request is only missing when this future is polled after it completed.
                 let Some(request) = request.take() else {
-                    return Poll::Ready(answer(StatusCode::BAD_GATEWAY));
+                    return Poll::Ready(status_reply(StatusCode::BAD_GATEWAY));
                 };
                 let response = client.call(request);
                 state.set(State::Sent { response });
@@ -112,7 +112,7 @@ where
                     Err(error) => bad_gateway(error),
                 });
             }
-            StateProj::Answered { status } => return Poll::Ready(answer(*status)),
+            StateProj::Answered { status } => return Poll::Ready(status_reply(*status)),
         }
     }
 }

@@ -5,8 +5,10 @@
 
 mod future;
 mod path;
+mod reply;
 mod upstream;
 
 pub use crate::headers::remove_hop_by_hop_headers;
 pub use future::UpstreamFuture;
-pub use upstream::{InvalidUpstream, Upstream, UpstreamBody, DEFAULT_HEAD_TIMEOUT};
+pub use reply::UpstreamBody;
+pub use upstream::{InvalidUpstream, Upstream, DEFAULT_HEAD_TIMEOUT};

@@ -29,7 +29,7 @@ mod tests {
     use http::{Request, StatusCode, Uri};
     use percent_encoding::percent_decode;
 
-    use super::super::upstream::answer;
+    use super::super::reply::status_reply;
     use super::super::upstream::tests::upstream;
 
     #[test]
@@ -97,7 +97,7 @@ mod tests {
         assert_eq!(api.forwarded(options).err(), Some(StatusCode::NO_CONTENT));
         let get = Request::get(Uri::from_static("*")).body(())?;
         assert_eq!(api.forwarded(get).err(), Some(StatusCode::BAD_REQUEST));
-        let answer = answer::<()>(StatusCode::NO_CONTENT);
+        let answer = status_reply::<()>(StatusCode::NO_CONTENT);
         assert!(answer.headers().is_empty());
         Ok(())
     }

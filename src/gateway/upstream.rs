@@ -5,15 +5,14 @@ use std::fmt;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full};
 use tower_service::Service;
 
 use super::future::{State, UpstreamFuture};
 use super::path::has_dot_segment;
+use super::reply::UpstreamBody;
 use crate::error::BoxError;
 use crate::headers::remove_hop_by_hop_headers;
 
@@ -40,10 +39,6 @@ fn join_cookies(headers: &mut HeaderMap) {
         headers.insert(header::COOKIE, joined);
     }
 }
-
-/// The body of an [`Upstream`] response: the upstream's own, or the gateway's short answer when
-/// the upstream gave none.
-pub type UpstreamBody<B> = Either<B, Full<Bytes>>;
 
 /// A Tower service that forwards every request to one upstream server through an HTTP client
 /// service, such as hyper-util's `Client`. Wrapped in [`SseLayer`](crate::SseLayer), it serves
@@ -248,44 +243,6 @@ impl fmt::Display for InvalidUpstream {
 }
 
 impl std::error::Error for InvalidUpstream {}
-
-/// The upstream's response as the client gets it. An informational status (a `101` above all)
-/// answers a request the client never made: the gateway forwards no upgrade, and a client
-/// given a bare `101` is left with a dead connection.
-pub(super) fn from_upstream<B>(response: Response<B>) -> Response<UpstreamBody<B>> {
-    if response.status().is_informational() {
-        let status = response.status().as_u16();
-        tracing::warn!(
-            status,
-            "the upstream answered with an informational status: 502"
-        );
-        return answer(StatusCode::BAD_GATEWAY);
-    }
-    let (mut head, body) = response.into_parts();
-    remove_hop_by_hop_headers(&mut head.headers);
-    Response::from_parts(head, Either::Left(body))
-}
-
-/// The gateway's own answer: the status and its reason as plain text (nothing for a `204`).
-pub(super) fn answer<B>(status: StatusCode) -> Response<UpstreamBody<B>> {
-    if status == StatusCode::NO_CONTENT {
-        let mut response = Response::new(Either::Right(Full::default()));
-        *response.status_mut() = status;
-        return response;
-    }
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or_default()
-    );
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
 
 #[cfg(test)]
 pub(super) mod tests {

@@ -117,7 +117,7 @@ where
             // `HEAD`, `OPTIONS` and the rest cannot carry a call: the client's error, not a
             // failed call.
             Subscription::WrongMethod => {
-                let mut response = answer(
+                let mut response = reply(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "text/plain; charset=utf-8",
                     "an event stream subscription is a GET or a POST\n",
@@ -133,7 +133,7 @@ where
                 let max = self.inner.config().max_message_size;
                 match request::into_grpc_call(request, max) {
                     Err(refused) => FutureKind::Answered {
-                        response: Some(answer(
+                        response: Some(reply(
                             refused.status,
                             "text/plain; charset=utf-8",
                             refused.reason,
@@ -268,7 +268,7 @@ fn into_event_stream<B>(
         trailers_only.as_ref().and_then(CallError::of)
     {
         let json = status::status_json(*code, message);
-        let mut response = answer(http_status(*code), "application/json", json);
+        let mut response = reply(http_status(*code), "application/json", json);
         // The call's own metadata (`www-authenticate` on a 401, say) stays.
         remove_grpc_headers(&mut head.headers);
         remove_hop_by_hop_headers(&mut head.headers);
@@ -282,7 +282,7 @@ fn into_event_stream<B>(
     }
     let admission = match stream.entry.admit(&stream.config, stream.vary_accept) {
         Ok(admission) => admission,
-        Err(refusal) => return (*refusal).map(SseBody::answer),
+        Err(refusal) => return (*refusal).map(SseBody::fixed),
     };
     head.status = StatusCode::OK;
     set_event_stream_headers(&mut head.headers, stream.vary_accept);
@@ -294,12 +294,12 @@ fn into_event_stream<B>(
 
 /// The layer's own short answer to an event stream request: not to be cached, and apart from
 /// the answer to the same URL without `Accept: text/event-stream`.
-fn answer<B>(
+fn reply<B>(
     status: http::StatusCode,
     content_type: &'static str,
     text: impl Into<Bytes>,
 ) -> Response<SseBody<B>> {
-    let mut response = Response::new(SseBody::answer(text.into()));
+    let mut response = Response::new(SseBody::fixed(text.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

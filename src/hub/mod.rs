@@ -308,7 +308,7 @@ impl HubBuilder {
     /// The hub, with its engine in this process's memory.
     pub fn build(self) -> Hub {
         Hub {
-            engine: Engine::Memory(Arc::new(Memory::new(self.config))),
+            engine: Backend::Memory(Arc::new(Memory::new(self.config))),
         }
     }
 
@@ -322,7 +322,7 @@ impl HubBuilder {
     #[cfg(feature = "redis")]
     pub fn redis(self, redis: Redis) -> Result<Hub, HubError> {
         Ok(Hub {
-            engine: Engine::Redis(redis.start(self.config)?),
+            engine: Backend::Redis(redis.start(self.config)?),
         })
     }
 }
@@ -332,18 +332,18 @@ impl HubBuilder {
 /// See the [module documentation](self) for the rules it keeps.
 #[derive(Clone)]
 pub struct Hub {
-    engine: Engine,
+    engine: Backend,
 }
 
 /// Where the hub keeps its topics.
 #[derive(Clone)]
-enum Engine {
+enum Backend {
     Memory(Arc<Memory>),
     #[cfg(feature = "redis")]
-    Redis(Arc<redis::Engine>),
+    Redis(Arc<redis::RedisBackend>),
 }
 
-impl Engine {
+impl Backend {
     fn config(&self) -> &HubConfig {
         match self {
             Self::Memory(memory) => &memory.config,
@@ -376,9 +376,9 @@ impl Hub {
             return Err(HubError::NoData);
         }
         let id = match &self.engine {
-            Engine::Memory(memory) => memory.publish(topic, event)?,
+            Backend::Memory(memory) => memory.publish(topic, event)?,
             #[cfg(feature = "redis")]
-            Engine::Redis(redis) => redis.publish(topic, event).await?,
+            Backend::Redis(redis) => redis.publish(topic, event).await?,
         };
         crate::metrics::hub_published();
         Ok(id)
@@ -389,9 +389,9 @@ impl Hub {
     /// connected, else [`HubError::Unavailable`].
     pub async fn ready(&self) -> Result<(), HubError> {
         match &self.engine {
-            Engine::Memory(memory) => memory.ready(),
+            Backend::Memory(memory) => memory.ready(),
             #[cfg(feature = "redis")]
-            Engine::Redis(redis) => redis.ready().await,
+            Backend::Redis(redis) => redis.ready().await,
         }
     }
 
@@ -429,9 +429,9 @@ impl Hub {
         }
         let last = last_event_id.as_ref().map(LastEventId::as_str);
         let (source, resume) = match &self.engine {
-            Engine::Memory(memory) => memory.subscribe(names.clone(), last)?,
+            Backend::Memory(memory) => memory.subscribe(names.clone(), last)?,
             #[cfg(feature = "redis")]
-            Engine::Redis(redis) => redis.subscribe(names.clone(), last).await?,
+            Backend::Redis(redis) => redis.subscribe(names.clone(), last).await?,
         };
         tracing::debug!(topics = names.len(), ?resume, "hub subscription");
         Ok(Subscription::new(source, names, resume))
@@ -444,9 +444,9 @@ impl Hub {
     /// to the new process, and are told of the gap).
     pub fn close(&self) {
         match &self.engine {
-            Engine::Memory(memory) => memory.close(),
+            Backend::Memory(memory) => memory.close(),
             #[cfg(feature = "redis")]
-            Engine::Redis(redis) => redis.close(),
+            Backend::Redis(redis) => redis.close(),
         }
     }
 
@@ -454,9 +454,9 @@ impl Hub {
     #[cfg(test)]
     fn engine(&self) -> &Memory {
         match &self.engine {
-            Engine::Memory(memory) => memory,
+            Backend::Memory(memory) => memory,
             #[cfg(feature = "redis")]
-            Engine::Redis(_) => panic!("the embedded engine's tests use an embedded hub"), // ok: test
+            Backend::Redis(_) => panic!("the embedded engine's tests use an embedded hub"), // ok: test
         }
     }
 

@@ -41,7 +41,7 @@ use self::commands::Commands;
 use self::entry_id::{parse_positions, EntryId};
 use self::item::{Item, Parsed};
 use self::reader::Shard;
-use self::subscriber::Subscriber;
+use self::subscriber::RedisSubscriber;
 use super::queue::Queue;
 use super::{GapReason, HubConfig, HubError, Resume};
 use crate::engine::BoxSource;
@@ -124,7 +124,7 @@ impl Redis {
     }
 
     /// Starts the engine: its readers connect in the background, with backoff.
-    pub(super) fn start(self, config: HubConfig) -> Result<Arc<Engine>, HubError> {
+    pub(super) fn start(self, config: HubConfig) -> Result<Arc<RedisBackend>, HubError> {
         if self.prefix.contains(['{', '}']) {
             return Err(HubError::Config(format!(
                 "a key prefix holds no `{{` or `}}`: {:?}",
@@ -147,7 +147,7 @@ impl Redis {
                 cancel.clone(),
             ));
         }
-        Ok(Arc::new(Engine {
+        Ok(Arc::new(RedisBackend {
             config,
             prefix: self.prefix,
             shards,
@@ -159,7 +159,7 @@ impl Redis {
 }
 
 /// The running engine.
-pub(crate) struct Engine {
+pub(crate) struct RedisBackend {
     config: HubConfig,
     prefix: String,
     shards: Vec<Arc<Shard>>,
@@ -169,7 +169,7 @@ pub(crate) struct Engine {
     cancel: CancellationToken,
 }
 
-impl Engine {
+impl RedisBackend {
     pub(super) fn config(&self) -> &HubConfig {
         &self.config
     }
@@ -234,7 +234,7 @@ impl Engine {
             self.config.queue_bounds(),
         ));
         // Dropped on any error below, it leaves what it joined.
-        let mut subscriber = Subscriber::new(self.clone(), topics.clone(), queue.clone());
+        let mut subscriber = RedisSubscriber::new(self.clone(), topics.clone(), queue.clone());
         // Registered first: the readers queue every entry after each cursor from now on, and
         // the history read next reaches at least that far.
         let mut cursors = Vec::with_capacity(topics.len());
@@ -378,7 +378,7 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
+impl Drop for RedisBackend {
     fn drop(&mut self) {
         self.cancel.cancel();
     }

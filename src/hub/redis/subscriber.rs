@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::entry_id::{format_positions, EntryId};
 use super::item::Item;
-use super::Engine;
+use super::RedisBackend;
 use crate::engine::{Output, Source};
 use crate::hub::queue::poll_live;
 use crate::hub::queue::Queue;
@@ -20,8 +20,8 @@ use crate::hub::subscription::Counted;
 use crate::{Event, StreamError};
 
 /// One subscriber's stream.
-pub(super) struct Subscriber {
-    engine: Arc<Engine>,
+pub(super) struct RedisSubscriber {
+    engine: Arc<RedisBackend>,
     /// Sorted: the order of the positions in a compound id.
     topics: Vec<Arc<str>>,
     /// Per topic, the last entry sent (or the point it started from).
@@ -32,10 +32,14 @@ pub(super) struct Subscriber {
     _counted: Counted,
 }
 
-impl Subscriber {
+impl RedisSubscriber {
     /// A subscriber of `topics`, whose queue is (or is about to be) registered on them: it
     /// leaves them when dropped.
-    pub(super) fn new(engine: Arc<Engine>, topics: Vec<Arc<str>>, queue: Arc<Queue<Item>>) -> Self {
+    pub(super) fn new(
+        engine: Arc<RedisBackend>,
+        topics: Vec<Arc<str>>,
+        queue: Arc<Queue<Item>>,
+    ) -> Self {
         Self {
             engine,
             positions: vec![EntryId::ZERO; topics.len()],
@@ -72,7 +76,7 @@ fn write(topics: &[Arc<str>], positions: &mut [EntryId], out: &mut Output<'_>, i
     }
 }
 
-impl Source for Subscriber {
+impl Source for RedisSubscriber {
     fn poll_events(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -95,7 +99,7 @@ impl Source for Subscriber {
     }
 }
 
-impl Drop for Subscriber {
+impl Drop for RedisSubscriber {
     fn drop(&mut self) {
         self.engine.leave(&self.topics, self.queue.id);
     }
