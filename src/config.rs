@@ -92,8 +92,7 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The default settings, shared: what a stream of this crate's served without a layer uses.
-    #[allow(dead_code)] // the hub's subscriptions are the first such streams
+    /// The default settings, shared: what a handed-over stream served without a layer uses.
     pub(crate) fn shared_default() -> Arc<Self> {
         static DEFAULT: std::sync::OnceLock<Arc<Config>> = std::sync::OnceLock::new();
         DEFAULT.get_or_init(Arc::default).clone()

@@ -138,6 +138,7 @@ pub mod grpc;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod read;
+pub mod source;
 
 pub use body::SseBody;
 pub use close::{CloseInfo, CloseReason};

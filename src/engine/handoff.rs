@@ -20,7 +20,6 @@ pub(crate) type BoxSource = Pin<Box<dyn Source + Send>>;
 pub(crate) struct HandoffSlot(Arc<Mutex<Option<BoxSource>>>);
 
 impl HandoffSlot {
-    #[cfg_attr(not(feature = "hub"), allow(dead_code))] // the hub's subscriptions, and tests
     pub(crate) fn new(source: BoxSource) -> Self {
         Self(Arc::new(Mutex::new(Some(source))))
     }
@@ -39,7 +38,6 @@ impl HandoffSlot {
 /// The source of a handed-off stream: the one in the slot, taken at the first poll unless a
 /// layer took it first (then this body is never served, and ends at once if it is).
 pub(crate) enum Handoff {
-    #[cfg_attr(not(feature = "hub"), allow(dead_code))] // the hub's subscriptions, and tests
     Waiting(HandoffSlot),
     Taken(BoxSource),
     Gone,

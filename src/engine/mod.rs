@@ -30,9 +30,8 @@ use crate::{CloseReason, StreamError};
 
 pub(crate) use decoded::{copy_out, Decoded};
 use frame::FrameBuf;
-#[cfg_attr(not(feature = "hub"), allow(unused_imports))] // the hub's subscriptions
 pub(crate) use handoff::{BoxSource, Handoff, HandoffSlot};
-pub(crate) use source::{Output, Source};
+pub use source::{Output, Source};
 pub(crate) use tracker::Admission;
 use tracker::Tracker;
 

@@ -4,24 +4,26 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-
 use super::frame::FrameBuf;
 use super::tracker::Tracker;
 use super::{FLUSH_AT, FRAME_CAPACITY};
 use crate::config::Config;
+use crate::source::EncodedEvent;
 use crate::{Event, Message, StreamError};
 
-/// Where the events of one stream come from. The engine asks for more each time the connection
-/// asks for a frame, and gives every stream the same lifecycle (preamble, coalescing,
-/// heartbeats, shutdown, maximum age, write deadline, close reports) whatever its source.
-pub(crate) trait Source {
+/// Where the events of one stream come from (see the [module documentation](crate::source)).
+/// The engine asks for more each time the connection asks for a frame, and gives every stream
+/// the same lifecycle (retry hint, coalescing, heartbeats, shutdown, maximum age, write
+/// deadline, limits, close reports) whatever its source.
+pub trait Source {
     /// Writes every event that is ready into `out`, until `out` [is full](Output::is_full) or
     /// none is ready; never waits.
     ///
-    /// `Ready(Ok(()))`: the source has ended, and wrote all it had. `Ready(Err(_))`: it failed
-    /// (the stream ends with a final error event). `Pending`: nothing more now; a wake-up is
-    /// registered with `cx`, unless `out` is full (the engine then comes back after the frame).
+    /// `Ready(Ok(()))`: the source has ended, and wrote all it had (the stream ends after it,
+    /// [completed](crate::CloseReason::Completed) unless [`Output::closing`] gave a reason).
+    /// `Ready(Err(_))`: it failed (the stream ends with a final error event). `Pending`:
+    /// nothing more now; a wake-up is registered with `cx`, unless `out` is full (the engine
+    /// then comes back after the frame).
     fn poll_events(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -39,8 +41,10 @@ impl<S: Source + ?Sized> Source for Pin<Box<S>> {
     }
 }
 
-/// The engine's side of the seam: the frame being coalesced, and the stream's counters.
-pub(crate) struct Output<'a> {
+/// The engine's side of the seam: the frame being gathered for the connection, and the stream's
+/// counters. Everything written into it goes through the crate's one encoder, so a source
+/// cannot break the wire format.
+pub struct Output<'a> {
     pub(super) buf: &'a mut FrameBuf,
     pub(super) coalescing: &'a mut bool,
     pub(super) config: &'a Config,
@@ -48,8 +52,9 @@ pub(crate) struct Output<'a> {
 }
 
 impl Output<'_> {
-    /// Whether the frame has reached the flush bound: write no more into it.
-    pub(crate) fn is_full(&self) -> bool {
+    /// Whether the frame has reached its bound (64 KiB): write no more into it, and return
+    /// `Pending`; the engine comes back once the frame is handed on.
+    pub fn is_full(&self) -> bool {
         self.buf.len() >= FLUSH_AT
     }
 
@@ -60,45 +65,31 @@ impl Output<'_> {
         Ok(())
     }
 
-    /// Encodes `event` into the frame.
-    pub(crate) fn event(&mut self, mut event: Event) {
+    /// Encodes `event` into the frame (events are coalesced into one frame while they are
+    /// ready; nothing waits for more).
+    pub fn event(&mut self, mut event: Event) {
         self.reserve();
         self.buf.write(|buf| event.encode_into(buf));
         let dispatches = event.get_data().is_some();
         self.tracker.event_sent(event.take_id(), dispatches);
     }
 
-    /// Writes one event already encoded (whole, ending with its blank line) and its id. Into
-    /// an empty frame the bytes are not copied: they are handed on as they are.
-    #[allow(dead_code)] // the hub is the first source of encoded events outside tests
-    pub(crate) fn encoded(&mut self, event: &Bytes, id: Option<Bytes>) {
+    /// Writes an event encoded once for many streams: into an empty frame its bytes are handed
+    /// on as they are, without a copy (a hub encodes each event once for all its subscribers).
+    pub fn encoded(&mut self, event: &EncodedEvent) {
         if !self.buf.is_empty() {
             self.reserve();
         }
-        self.buf.push_shared(event);
+        self.buf.push_shared(event.as_bytes());
         *self.coalescing = true;
-        self.tracker.event_sent(id, true);
+        self.tracker
+            .event_sent(event.id_bytes(), event.dispatches());
     }
 
-    /// Writes one event whose fields are already encoded (`body`: whole lines, without an id
-    /// and the blank line), followed by its `id`.
-    #[allow(dead_code)] // the Redis engine's subscriptions of several topics
-    pub(crate) fn encoded_with_id(&mut self, body: &[u8], id: Bytes) {
-        self.reserve();
-        self.buf.write(|buf| {
-            buf.reserve(body.len() + id.len() + 6);
-            buf.extend_from_slice(body);
-            buf.extend_from_slice(b"id: ");
-            buf.extend_from_slice(&id);
-            buf.extend_from_slice(b"\n\n");
-        });
-        self.tracker.event_sent(Some(id), true);
-    }
-
-    /// The source is ending for `reason` (it then returns `Ready(Ok(()))`); the first reason
-    /// given stands.
-    #[allow(dead_code)] // the hub's subscriptions are the first source to end for a reason
-    pub(crate) fn closing(&mut self, reason: crate::CloseReason) {
+    /// The source is ending for `reason` (it then returns `Ready(Ok(()))`): what the close
+    /// report says, such as [`Lagged`](crate::CloseReason::Lagged) for a consumer that fell
+    /// behind. The first reason given stands.
+    pub fn closing(&mut self, reason: crate::CloseReason) {
         self.tracker.closing(reason);
     }
 

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{service_fn, Layer, ServiceExt};
 
 use super::{BoxSource, Handoff, HandoffSlot, Output, Source};
+use crate::source::EncodedEvent;
 use crate::{CloseReason, Event, SseBody, SseLayer, StreamError};
 
 /// Pre-encoded events and their ids, from a channel; ends when the sender is dropped.
@@ -30,7 +31,10 @@ impl Source for Channel {
     ) -> Poll<Result<(), StreamError>> {
         while !out.is_full() {
             match self.0.poll_recv(cx) {
-                Poll::Ready(Some((event, id))) => out.encoded(&event, id),
+                Poll::Ready(Some((event, id))) => {
+                    let dispatches = event.ends_with(b"\n\n");
+                    out.encoded(&EncodedEvent::from_encoded(event, id, dispatches));
+                }
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
                 Poll::Pending => return Poll::Pending,
             }

@@ -21,6 +21,7 @@ use super::subscriber::{Feed, Joined, Subscriber};
 use super::topic::{Entry, Topic};
 use super::{GapReason, HubConfig, HubError, Resume};
 use crate::engine::BoxSource;
+use crate::source::EncodedEvent;
 use crate::Event;
 
 /// The map of topics is split this many ways, so that finding a topic contends with nothing
@@ -122,10 +123,8 @@ impl Memory {
             encoded.extend_from_slice(b"\n\n");
             let encoded = encoded.freeze();
             let id_bytes = encoded.slice(start..end);
-            let grown = ring.push(
-                Entry::new(seq, encoded, id_bytes),
-                self.config.ring_bounds(),
-            );
+            let event = EncodedEvent::from_encoded(encoded, Some(id_bytes), true);
+            let grown = ring.push(Entry::new(seq, event), self.config.ring_bounds());
             drop(ring);
             if grown >= 0 {
                 self.history_bytes

@@ -133,7 +133,7 @@ impl Subscriber {
                     break;
                 }
                 spend(allowance, bounds, live_from, entry)?;
-                out.encoded(&entry.encoded, Some(entry.id.clone()));
+                out.encoded(&entry.event);
                 joined.cursor = entry.key;
                 sent += 1;
             }
@@ -150,7 +150,7 @@ impl Subscriber {
                     break;
                 }
                 events += 1;
-                bytes += entry.encoded.len();
+                bytes += entry.len();
                 batch.push((index, entry.clone()));
             }
         }
@@ -161,7 +161,7 @@ impl Subscriber {
                 break;
             }
             spend(allowance, bounds, live_from, &entry)?;
-            out.encoded(&entry.encoded, Some(entry.id));
+            out.encoded(&entry.event);
             topics[index].cursor = entry.key;
             sent += 1;
         }
@@ -183,7 +183,7 @@ fn spend(
     let Some(left) = allowance.as_mut().filter(|_| entry.key > live_from) else {
         return Ok(());
     };
-    let size = entry.encoded.len() as u64;
+    let size = entry.len() as u64;
     let first = left.events == bounds.events;
     if left.events == 0 || (!first && size > left.bytes) {
         return Err(Lagged);

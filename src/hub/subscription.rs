@@ -6,9 +6,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 
 use super::GapReason;
-use crate::config::Config;
-use crate::engine::{BoxSource, Handoff, HandoffSlot};
-use crate::headers::set_event_stream_headers;
+use crate::engine::BoxSource;
 use crate::SseBody;
 
 /// How a subscription began, for the application to log or count.
@@ -63,17 +61,7 @@ impl Subscription {
 
     /// The subscription as an event stream response.
     pub fn into_http(self) -> http::Response<SseBody<Empty<Bytes>>> {
-        let slot = HandoffSlot::new(self.source);
-        let body = SseBody::handoff(
-            Handoff::Waiting(slot.clone()),
-            Config::shared_default(),
-            None,
-            Default::default(),
-        );
-        let mut response = http::Response::new(body);
-        set_event_stream_headers(response.headers_mut(), false);
-        response.extensions_mut().insert(slot);
-        response
+        crate::source::boxed_response(self.source)
     }
 }
 

@@ -12,31 +12,29 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::Waker;
 
+use crate::source::EncodedEvent;
 use atomic_waker::AtomicWaker;
-use bytes::Bytes;
 
 /// One published event, encoded once (its id line included); subscribers share its bytes.
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
     /// Its place in the hub's order: increasing within a topic, and comparable across topics.
     pub(super) key: u64,
-    /// The whole event on the wire.
-    pub(super) encoded: Bytes,
-    /// Its id, as written.
-    pub(super) id: Bytes,
+    /// The whole event on the wire, with its id.
+    pub(super) event: EncodedEvent,
     /// The bytes of every event of the topic up to and including this one: how far apart two
     /// entries are, in bytes.
     end: u64,
 }
 
 impl Entry {
-    pub(super) fn new(key: u64, encoded: Bytes, id: Bytes) -> Self {
-        Self {
-            key,
-            encoded,
-            id,
-            end: 0,
-        }
+    pub(super) fn new(key: u64, event: EncodedEvent) -> Self {
+        Self { key, event, end: 0 }
+    }
+
+    /// Its size on the wire.
+    pub(super) fn len(&self) -> usize {
+        self.event.as_bytes().len()
     }
 }
 
@@ -178,10 +176,10 @@ impl Ring {
     /// kept whatever its size); the change in retained bytes.
     pub(super) fn push(&mut self, mut entry: Entry, bounds: RingBounds) -> isize {
         let before = self.bytes;
-        self.total += entry.encoded.len() as u64;
+        self.total += entry.len() as u64;
         entry.end = self.total;
         self.last = entry.key;
-        self.bytes += entry.encoded.len();
+        self.bytes += entry.len();
         self.entries.push_back(entry);
         while self.entries.len() > bounds.events
             || (self.bytes > bounds.bytes && self.entries.len() > 1)
@@ -189,7 +187,7 @@ impl Ring {
             let Some(removed) = self.entries.pop_front() else {
                 break;
             };
-            self.bytes -= removed.encoded.len();
+            self.bytes -= removed.len();
             self.trimmed = removed.key;
         }
         self.bytes as isize - before as isize
@@ -217,7 +215,7 @@ impl Ring {
             None => Backlog::default(),
             Some(first) => Backlog {
                 events: self.entries.len() - start,
-                bytes: self.total - (first.end - first.encoded.len() as u64),
+                bytes: self.total - (first.end - first.len() as u64),
             },
         }
     }
@@ -235,7 +233,8 @@ mod tests {
     use super::*;
 
     fn entry(key: u64, len: usize) -> Entry {
-        Entry::new(key, Bytes::from(vec![b'x'; len]), Bytes::new())
+        let bytes = bytes::Bytes::from(vec![b'x'; len]);
+        Entry::new(key, EncodedEvent::from_encoded(bytes, None, true))
     }
 
     #[test]

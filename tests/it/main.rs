@@ -24,4 +24,5 @@ mod read;
 #[cfg(feature = "redis")]
 mod redis;
 mod shutdown;
+mod source;
 mod tower_http;

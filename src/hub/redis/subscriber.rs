@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::entry_id::{format_positions, EntryId};
 use super::item::Item;
@@ -17,6 +17,7 @@ use crate::engine::{Output, Source};
 use crate::hub::queue::poll_live;
 use crate::hub::queue::Queue;
 use crate::hub::subscription::Counted;
+use crate::source::EncodedEvent;
 use crate::{Event, StreamError};
 
 /// One subscriber's stream.
@@ -69,11 +70,20 @@ fn write(topics: &[Arc<str>], positions: &mut [EntryId], out: &mut Output<'_>, i
         return;
     }
     positions[index] = item.id;
-    if topics.len() == 1 {
-        out.encoded(&item.whole, Some(item.id_text));
+    let event = if topics.len() == 1 {
+        EncodedEvent::from_encoded(item.whole, Some(item.id_text), true)
     } else {
-        out.encoded_with_id(item.body(), Bytes::from(format_positions(positions)));
-    }
+        // One id for every topic: the body (fields with data, whole lines) and that id.
+        let id = format_positions(positions);
+        let body = item.body();
+        let mut whole = BytesMut::with_capacity(body.len() + id.len() + 6);
+        whole.extend_from_slice(body);
+        whole.extend_from_slice(b"id: ");
+        whole.extend_from_slice(id.as_bytes());
+        whole.extend_from_slice(b"\n\n");
+        EncodedEvent::from_encoded(whole.freeze(), Some(Bytes::from(id)), true)
+    };
+    out.encoded(&event);
 }
 
 impl Source for RedisSubscriber {
