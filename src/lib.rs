@@ -78,7 +78,8 @@
 //! | `full` | all of the above |
 //!
 //! Without a feature: stream limits ([`SseLayer::max_streams`]), retry jitter
-//! ([`SseLayer::retry_jitter`]) and [`read::EventReader`].
+//! ([`SseLayer::retry_jitter`]), [`read::EventReader`], and [`source`]: event sources of your
+//! own (a channel, a change feed) served through the layer like any other stream.
 //!
 //! A tokio runtime with the time driver must drive the response bodies (heartbeats use
 //! `tokio::time`).

@@ -33,6 +33,33 @@ fn as_received(data: &str) -> String {
 
 /// Cases of the round-trip property: 100 000 in CI; set `TOWER_SSE_ROUND_TRIP_CASES` for a
 /// long soak (the README gives the command).
+/// `event` with the optional fields set (names and ids already free of line breaks and NUL).
+fn with_fields(
+    mut event: Event,
+    name: &Option<String>,
+    id: &Option<String>,
+    comment: &Option<String>,
+    retry: Option<u64>,
+) -> Event {
+    if let Some(name) = name {
+        event = event
+            .event(name.clone())
+            .expect("a name without line breaks is valid");
+    }
+    if let Some(id) = id {
+        event = event
+            .id(id.clone())
+            .expect("an id without line breaks or NUL is valid");
+    }
+    if let Some(comment) = comment {
+        event = event.comment(comment.clone());
+    }
+    if let Some(retry) = retry {
+        event = event.retry(Duration::from_millis(retry));
+    }
+    event
+}
+
 fn round_trip_cases() -> u32 {
     std::env::var("TOWER_SSE_ROUND_TRIP_CASES")
         .ok()
@@ -51,19 +78,7 @@ proptest! {
         comment in proptest::option::of(tricky_string(12)),
         retry in proptest::option::of(any::<u64>()),
     ) {
-        let mut event = Event::default().data(data.clone());
-        if let Some(name) = &name {
-            event = event.event(name.clone()).expect("a name without line breaks is valid");
-        }
-        if let Some(id) = &id {
-            event = event.id(id.clone()).expect("an id without line breaks or NUL is valid");
-        }
-        if let Some(comment) = &comment {
-            event = event.comment(comment.clone());
-        }
-        if let Some(retry) = retry {
-            event = event.retry(Duration::from_millis(retry));
-        }
+        let event = with_fields(Event::default().data(data.clone()), &name, &id, &comment, retry);
         let wire = event.encode();
         prop_assert!(wire.ends_with("\n\n"));
         let parsed = parse(wire.as_bytes());
@@ -119,20 +134,7 @@ proptest! {
         retry in proptest::option::of(0u64..100_000),
         next in tricky_string(16),
     ) {
-        let mut event = Event::default();
-        if let Some(name) = &name {
-            event = event.event(name.clone()).expect("a name without line breaks is valid");
-        }
-        if let Some(id) = &id {
-            event = event.id(id.clone()).expect("an id without line breaks or NUL is valid");
-        }
-        if let Some(comment) = &comment {
-            event = event.comment(comment.clone());
-        }
-        if let Some(retry) = retry {
-            event = event.retry(Duration::from_millis(retry));
-        }
-        let wire = event.encode();
+        let wire = with_fields(Event::default(), &name, &id, &comment, retry).encode();
         prop_assert!(wire.lines().all(|line| !line.is_empty()), "{:?}", wire);
         let stream = format!("{wire}{}", Event::default().data(next.clone()).encode());
         prop_assert!(support::lenient::spurious_dispatches(stream.as_bytes()).is_empty(), "{:?}", stream);

@@ -356,7 +356,6 @@ async fn reconnect_spread(jitter: Option<Duration>) -> [Duration; 4] {
 #[cfg(all(feature = "hub", feature = "axum"))]
 #[tokio::test]
 async fn the_stream_limit_holds_for_plain_gets_of_a_subscription() {
-    use tokio::io::AsyncReadExt;
     use tower_sse::hub::Hub;
 
     let hub = Hub::memory();
@@ -386,15 +385,10 @@ async fn the_stream_limit_holds_for_plain_gets_of_a_subscription() {
     // `EventSource`, and would read the refusal's retry-only stream as an empty answer: it gets
     // `429` with the same spread delay in `Retry-After` (10–20 s).
     let (mut third, mut seen) = support::get_raw(addr, "/events", &plain, "\r\n\r\n").await;
-    let mut buf = [0u8; 1024];
-    while !seen.contains("too many event streams\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
-            .await
-            .expect("the refusal comes") // ok: test
-            .expect("read"); // ok: test
-        assert!(n > 0, "{seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    support::read_raw_until(&mut third, &mut seen, "the refusal", |s| {
+        s.contains("too many event streams\n")
+    })
+    .await;
     assert!(seen.starts_with("HTTP/1.1 429"), "{seen}");
     let retry_after: u64 = seen
         .lines()

@@ -361,7 +361,6 @@ async fn a_plain_get_of_a_subscription_is_served_with_the_layers_settings() {
     use std::time::Duration;
 
     use axum::routing::get;
-    use tokio::io::AsyncReadExt;
     use tokio_util::sync::CancellationToken;
     use tower_sse::hub::Hub;
     use tower_sse::{CloseReason, Event};
@@ -392,24 +391,15 @@ async fn a_plain_get_of_a_subscription_is_served_with_the_layers_settings() {
     hub.publish("board", Event::default().data("hello"))
         .await
         .expect("published");
-    let mut buf = [0u8; 4096];
-    while !seen.contains("data: hello\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-            .await
-            .expect("the event arrives")
-            .expect("read");
-        assert!(n > 0, "closed before the event: {seen:?}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    support::read_raw_until(&mut tcp, &mut seen, "the event", |s| {
+        s.contains("data: hello\n")
+    })
+    .await;
     shutdown.cancel();
-    while !seen.ends_with("0\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-            .await
-            .expect("the stream ends on the signal")
-            .expect("read");
-        assert!(n > 0, "closed before the end: {seen:?}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    support::read_raw_until(&mut tcp, &mut seen, "the end on the signal", |s| {
+        s.ends_with("0\r\n\r\n")
+    })
+    .await;
     assert!(seen.contains("event: bye\ndata: later\n\n"), "{seen}");
     for _ in 0..100 {
         if !closes.lock().expect("lock").is_empty() {

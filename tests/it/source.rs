@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tower_sse::source::{self, EncodedEvent, Output, Source};
 use tower_sse::{CloseReason, Event, SseLayer, StreamError};
@@ -62,15 +61,10 @@ async fn a_channel_source_is_served_with_the_layers_settings_to_any_client() {
         tx.send(Event::default().id("1").expect("id").data("one"))
             .await
             .expect("open");
-        let mut buf = [0u8; 4096];
-        while !seen.contains("data: one\nid: 1\n\n") || !seen.contains(":\n") {
-            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-                .await
-                .expect("the event and a heartbeat arrive")
-                .expect("read");
-            assert!(n > 0, "{seen}");
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
+        support::read_raw_until(&mut tcp, &mut seen, "the event and a heartbeat", |s| {
+            s.contains("data: one\nid: 1\n\n") && s.contains(":\n")
+        })
+        .await;
         // The client leaves: the stream is dropped, and the senders see it.
         drop(tcp);
         tokio::time::timeout(Duration::from_secs(5), tx.closed())

@@ -326,3 +326,23 @@ pub fn without_heartbeats(stream: &[u8]) -> (String, usize) {
     }
     (kept, heartbeats)
 }
+
+/// Reads more of a raw response into `seen` until `done` holds; fails if the peer closes first
+/// or nothing comes for 5 s (`what` names what was awaited).
+pub async fn read_raw_until(
+    tcp: &mut TcpStream,
+    seen: &mut String,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    while !done(seen) {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: nothing came in 5 s after {seen:?}"))
+            .expect("read");
+        assert!(n > 0, "{what}: the peer closed after {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
