@@ -60,7 +60,8 @@ pub use crate::engine::{Output, Source};
 
 /// An event encoded once, to be written into many streams without a copy
 /// ([`Output::encoded`]): a hub encodes each published event once for every subscriber. It can
-/// only be made by this crate's encoder, so it is always a whole, valid event.
+/// only be made by this crate's encoder, so its lines are always valid fields; it ends with
+/// the blank line that dispatches it when it has data (see [`Event::encode`]).
 ///
 /// ```
 /// use tower_sse::source::EncodedEvent;

@@ -53,7 +53,8 @@ pub struct Output<'a> {
 
 impl Output<'_> {
     /// Whether the frame has reached its bound (64 KiB): write no more into it, and return
-    /// `Pending`; the engine comes back once the frame is handed on.
+    /// `Pending`; the engine comes back once the frame is handed on. The bound is the source's
+    /// to keep: what it writes past it still goes into the frame, which then grows.
     pub fn is_full(&self) -> bool {
         self.buf.len() >= FLUSH_AT
     }

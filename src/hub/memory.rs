@@ -1,6 +1,6 @@
 //! The embedded engine: topics and their rings in this process's memory.
 //!
-//! No lock is held across topics. A publish encodes the event outside any lock, finds its
+//! No publish holds a lock across topics. A publish encodes the event outside any lock, finds its
 //! topic in one of the map's shards (a shared lock, released at once), then holds only that
 //! topic's ring lock to take the next sequence number, append and trim, and wakes the topic's
 //! subscribers after releasing it. Because the number is taken under the ring's lock, a
@@ -47,6 +47,8 @@ pub(super) struct Memory {
     /// The bytes of every topic's ring together.
     history_bytes: AtomicUsize,
     eviction: Mutex<Eviction>,
+    /// The last scan could not get under the bounds (its thresholds stand until they are met).
+    scan_failed: AtomicBool,
     /// Numbers the subscribers.
     next_subscriber: AtomicU64,
 }
@@ -72,6 +74,7 @@ impl Memory {
             topic_count: AtomicUsize::new(0),
             history_bytes: AtomicUsize::new(0),
             eviction: Mutex::default(),
+            scan_failed: AtomicBool::new(false),
             next_subscriber: AtomicU64::new(0),
         }
     }
@@ -114,6 +117,11 @@ impl Memory {
             if ring.removed {
                 continue;
             }
+            // Checked under the ring's lock: `close` passes every ring's lock after setting the
+            // flag, so a publish either lands before its subscribers end, or is refused.
+            if self.closed.load(Ordering::Acquire) {
+                return Err(HubError::Closed);
+            }
             let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
             let id = id::format(self.epoch, seq);
             encoded.extend_from_slice(b"id: ");
@@ -125,7 +133,8 @@ impl Memory {
             let id_bytes = encoded.slice(start..end);
             let event = EncodedEvent::from_encoded(encoded, Some(id_bytes), true);
             let grown = ring.push(Entry::new(seq, event), self.config.ring_bounds());
-            drop(ring);
+            // Counted under the ring's lock, as `remove` uncounts it: the sum never goes below
+            // what the rings hold.
             if grown >= 0 {
                 self.history_bytes
                     .fetch_add(grown.unsigned_abs(), Ordering::Relaxed);
@@ -133,6 +142,7 @@ impl Memory {
                 self.history_bytes
                     .fetch_sub(grown.unsigned_abs(), Ordering::Relaxed);
             }
+            drop(ring);
             topic.wake_all();
             self.evict();
             return Ok(id);
@@ -172,8 +182,9 @@ impl Memory {
                 // Registered under the ring's lock: the topic is not removed meanwhile.
                 topic.add_waiter(id, waiter.clone());
                 let cursor = match after {
-                    // Live from now: every event numbered up to `newest` is in the ring.
-                    None => newest,
+                    // Live from now: every event numbered up to `newest` is in the ring (a topic
+                    // made anew may count more as forgotten).
+                    None => newest.max(ring.trimmed),
                     Some(after) => {
                         if gap.is_none() && ring.trimmed > after {
                             gap = Some(GapReason::Trimmed);
@@ -194,7 +205,13 @@ impl Memory {
             }
         }
         let resume = Resume::of(gap, position.is_some(), replayed);
-        let gap = gap.and_then(|reason| (self.config.gap_event)(reason));
+        // Without an id: the client keeps its last one until the events that follow.
+        let gap = gap
+            .and_then(|reason| (self.config.gap_event)(reason))
+            .map(|mut event| {
+                let _replaced = event.take_id();
+                event
+            });
         let feed: Arc<dyn Feed> = self.clone();
         let bounds = self.config.queue_bounds();
         let source = Subscriber::new(feed, topics, (id, waiter), newest, gap, bounds);
@@ -233,6 +250,13 @@ impl Memory {
         let topics = self.topic_count.load(Ordering::Relaxed);
         let bytes = self.history_bytes.load(Ordering::Relaxed);
         if topics <= config.max_topics && bytes <= config.max_history_bytes {
+            // Under the bounds again: a later excess is scanned at once.
+            if self.scan_failed.load(Ordering::Relaxed) {
+                if let Ok(mut eviction) = self.eviction.try_lock() {
+                    *eviction = Eviction::default();
+                    self.scan_failed.store(false, Ordering::Relaxed);
+                }
+            }
             return;
         }
         let Ok(mut eviction) = self.eviction.try_lock() else {
@@ -264,14 +288,16 @@ impl Memory {
             self.topic_count.load(Ordering::Relaxed),
             self.history_bytes.load(Ordering::Relaxed),
         );
-        *eviction = if topics > config.max_topics || bytes > config.max_history_bytes {
+        let failed = topics > config.max_topics || bytes > config.max_history_bytes;
+        *eviction = if failed {
             Eviction {
-                topics_at: topics + config.max_topics / 16 + 1,
-                bytes_at: bytes + config.max_history_bytes / 16 + 1,
+                topics_at: topics.saturating_add(config.max_topics / 16 + 1),
+                bytes_at: bytes.saturating_add(config.max_history_bytes / 16 + 1),
             }
         } else {
             Eviction::default()
         };
+        self.scan_failed.store(failed, Ordering::Relaxed);
     }
 
     /// Ready unless closed.
@@ -286,10 +312,16 @@ impl Memory {
     /// topics hold for them.
     pub(super) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        for shard in self.shards.iter() {
-            for topic in read(shard).values() {
-                topic.wake_all();
-            }
+        let topics: Vec<Arc<Topic>> = self
+            .shards
+            .iter()
+            .flat_map(|shard| read(shard).values().cloned().collect::<Vec<_>>())
+            .collect();
+        for topic in topics {
+            // A publish that checked the flag before it was set has appended once this lock is
+            // free; its subscribers, woken now, read it before they end.
+            drop(topic.write());
+            topic.wake_all();
         }
     }
 
@@ -315,6 +347,8 @@ impl Feed for Memory {
                 self.remove(&joined.name, &joined.topic, false);
             }
         }
+        // A topic left idle with its history may now be evicted, if the hub is over its bounds.
+        self.evict();
     }
 }
 

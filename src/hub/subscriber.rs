@@ -128,6 +128,11 @@ impl Subscriber {
         let mut sent = 0;
         if let [joined] = topics.as_mut_slice() {
             let ring = joined.topic.read();
+            // Again under the lock it reads with: a publish since the look above may have
+            // trimmed what it is to send next.
+            if ring.trimmed > joined.cursor {
+                return Err(Lagged);
+            }
             for entry in ring.range(joined.cursor, settled) {
                 if out.is_full() {
                     break;
@@ -143,6 +148,9 @@ impl Subscriber {
         let mut reach = settled;
         for (index, joined) in topics.iter().enumerate() {
             let ring = joined.topic.read();
+            if ring.trimmed > joined.cursor {
+                return Err(Lagged);
+            }
             let (mut events, mut bytes) = (0, 0);
             for entry in ring.range(joined.cursor, settled) {
                 if events == BATCH_EVENTS || bytes >= BATCH_BYTES {
@@ -203,7 +211,7 @@ impl Source for Subscriber {
         if let Some(gap) = this.gap.take() {
             out.event(gap);
         }
-        let mut registered = false;
+        let (mut registered, mut closing) = (false, false);
         loop {
             if out.is_full() {
                 return Poll::Pending;
@@ -223,7 +231,13 @@ impl Source for Subscriber {
                 return Poll::Ready(Ok(()));
             }
             if this.feed.is_closed() {
-                return Poll::Ready(Ok(()));
+                // A publish that got in before the close is in the rings once this reads them
+                // again (it numbers and appends under the ring's lock, after checking).
+                if closing {
+                    return Poll::Ready(Ok(()));
+                }
+                closing = true;
+                continue;
             }
             if registered {
                 return Poll::Pending;

@@ -161,12 +161,18 @@ impl Topic {
     }
 
     fn wake_in_place(&self) {
-        let waiters = self
-            .waiters
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for waiter in waiters.values() {
-            waiter.wake();
+        let wakers: Vec<Waker> = {
+            let waiters = self
+                .waiters
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            waiters
+                .values()
+                .filter_map(|waiter| waiter.take())
+                .collect()
+        };
+        for waker in wakers {
+            waker.wake();
         }
     }
 }
