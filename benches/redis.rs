@@ -14,6 +14,11 @@
 //!   read in order); beside them the embedded hub's sequential rate, and `redis-benchmark`
 //!   sending the same `XADD` on one connection (what Redis itself allows here).
 //!
+//! - **idle live topics**: the live read's cost against the number of topics a node reads while
+//!   only a few have traffic: 10 busy topics (one drained subscriber each) beside 10 or 10 000
+//!   idle ones (a held subscription each), 2 000 events published one after another on the
+//!   busy topics, every 1 ms: Redis's CPU and this node's CPU per event (read from `/proc`).
+//!
 //! `cargo bench --bench redis --features redis` (`TOWER_SSE_REDIS_RUNS`, default 3).
 
 mod common;
@@ -264,6 +269,10 @@ fn main() {
         .build()
         .expect("runtime");
 
+    // `TOWER_SSE_REDIS_CASE=live` runs only the idle-live-topics case.
+    if std::env::var("TOWER_SSE_REDIS_CASE").as_deref() == Ok("live") {
+        return live_rows(&runtime, &server, runs);
+    }
     // Latency: embedded and Redis alternating, each run's quantiles kept for the ratios. The
     // two-node runs serve 2 000 subscribers on this machine: their baseline is the embedded hub
     // with 2 000 on its one node (the same load), so the ratio is the price of the hop.
@@ -378,5 +387,108 @@ fn main() {
             &ratios(ours, theirs),
         );
     }
+    live_rows(&runtime, &server, runs);
     drop(server);
+}
+
+/// The live read's cost against idle live topics: its rows.
+fn live_rows(runtime: &tokio::runtime::Runtime, server: &RedisServer, runs: usize) {
+    let url = server.url();
+    let redis_pid = server.pid().expect("redis-server runs");
+    let (mut few, mut many) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        few.push(runtime.block_on(live_read_cost(&url, redis_pid, 10)));
+        many.push(runtime.block_on(live_read_cost(&url, redis_pid, 10_000)));
+    }
+    let case = format!("{LIVE_EVENTS} events on 10 busy topics, 1 ms apart");
+    for (what, pick) in [
+        ("Redis CPU per event", 0usize),
+        ("node CPU per event", 1usize),
+    ] {
+        let ours: Vec<f64> = many
+            .iter()
+            .map(|run: &(f64, f64)| [run.0, run.1][pick])
+            .collect();
+        let theirs: Vec<f64> = few
+            .iter()
+            .map(|run: &(f64, f64)| [run.0, run.1][pick])
+            .collect();
+        row(
+            &format!("hub on Redis, {what}"),
+            &format!("{case}, 10 000 idle live topics"),
+            Unit::Micros,
+            &Samples::from(ours.clone()),
+            "10 idle live topics",
+            &Samples::from(theirs.clone()),
+            &Samples::from(
+                ours.iter()
+                    .zip(&theirs)
+                    .map(|(o, t)| o / t)
+                    .collect::<Vec<_>>(),
+            ),
+        );
+    }
+}
+
+/// Events of the idle-live-topics case.
+const LIVE_EVENTS: usize = 2_000;
+
+/// Redis's and this process's CPU time per event, in microseconds, while `LIVE_EVENTS` events
+/// are published on 10 busy topics, 1 ms apart, with `idle` more topics live on the node.
+async fn live_read_cost(url: &str, redis_pid: u32, idle: usize) -> (f64, f64) {
+    let hub = hub(Some(url));
+    hub.ready().await.expect("Redis answers");
+    let prefix = format!("live{idle}-{}", std::process::id());
+    let mut held = Vec::with_capacity(idle);
+    for k in 0..idle {
+        held.push(
+            hub.subscribe([format!("{prefix}-idle-{k}")], None)
+                .await
+                .expect("subscribed"),
+        );
+    }
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut drains = Vec::new();
+    for t in 0..10 {
+        let subscription = hub
+            .subscribe([format!("{prefix}-busy-{t}")], None)
+            .await
+            .expect("subscribed");
+        let delivered = delivered.clone();
+        drains.push(tokio::spawn(async move {
+            let mut body = Box::pin(subscription.into_http().into_body());
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    let events = memchr::memmem::find_iter(&data, b"\n\n").count();
+                    delivered.fetch_add(events as u64, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let me = std::process::id();
+    let (redis_before, node_before) = (common::cpu_ticks(redis_pid), common::cpu_ticks(me));
+    for n in 0..LIVE_EVENTS {
+        let topic = format!("{prefix}-busy-{}", n % 10);
+        hub.publish(&topic, Event::default().data(payload(n as u64, false)))
+            .await
+            .expect("published");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered.load(Ordering::Relaxed) < LIVE_EVENTS as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Ticks are 10 ms: per event, in microseconds.
+    let per_event = |ticks: f64| ticks * 10_000.0 / LIVE_EVENTS as f64;
+    let cost = (
+        per_event(common::cpu_ticks(redis_pid) - redis_before),
+        per_event(common::cpu_ticks(me) - node_before),
+    );
+    hub.close();
+    drop(held);
+    for drain in drains {
+        drain.abort();
+    }
+    cost
 }

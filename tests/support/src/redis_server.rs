@@ -54,6 +54,11 @@ impl RedisServer {
         Some(server)
     }
 
+    /// The server's process id, while it runs (for reading its CPU time from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `redis://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
