@@ -98,41 +98,24 @@ impl Subscriber {
     /// merge never skips what a ring still holds). How many it sent, or `Err` when it must end
     /// as lagged.
     fn send(&mut self, settled: u64, out: &mut Output<'_>) -> Result<usize, Lagged> {
-        let mut backlog = Backlog::default();
-        for joined in &self.topics {
+        let bounds = self.bounds;
+        let live_from = self.live_from;
+        let Self {
+            topics, allowance, ..
+        } = self;
+        let mut sent = 0;
+        if let [joined] = topics.as_mut_slice() {
+            // One topic: the whole read under one lock.
             let ring = joined.topic.read();
             if ring.trimmed > joined.cursor {
                 // What it should send next is gone.
                 return Err(Lagged);
             }
-            let unread = ring.backlog(joined.cursor.max(self.live_from));
-            backlog.events += unread.events;
-            backlog.bytes += unread.bytes;
-        }
-        let bounds = self.bounds;
-        let over = backlog.events > bounds.events
-            || (backlog.events > 1 && backlog.bytes > bounds.bytes as u64);
-        if over && self.allowance.is_none() {
-            self.allowance = Some(Backlog {
-                events: bounds.events,
-                bytes: bounds.bytes as u64,
-            });
-        }
-        let Self {
-            topics,
-            allowance,
-            live_from,
-            ..
-        } = self;
-        let live_from = *live_from;
-        let mut sent = 0;
-        if let [joined] = topics.as_mut_slice() {
-            let ring = joined.topic.read();
-            // Again under the lock it reads with: a publish since the look above may have
-            // trimmed what it is to send next.
-            if ring.trimmed > joined.cursor {
-                return Err(Lagged);
-            }
+            note_backlog(
+                allowance,
+                bounds,
+                ring.backlog(joined.cursor.max(live_from)),
+            );
             for entry in ring.range(joined.cursor, settled) {
                 if out.is_full() {
                     break;
@@ -144,6 +127,7 @@ impl Subscriber {
             }
             return Ok(sent);
         }
+        let mut backlog = Backlog::default();
         let mut batch = Vec::new();
         let mut reach = settled;
         for (index, joined) in topics.iter().enumerate() {
@@ -151,6 +135,9 @@ impl Subscriber {
             if ring.trimmed > joined.cursor {
                 return Err(Lagged);
             }
+            let unread = ring.backlog(joined.cursor.max(live_from));
+            backlog.events += unread.events;
+            backlog.bytes += unread.bytes;
             let (mut events, mut bytes) = (0, 0);
             for entry in ring.range(joined.cursor, settled) {
                 if events == BATCH_EVENTS || bytes >= BATCH_BYTES {
@@ -162,6 +149,7 @@ impl Subscriber {
                 batch.push((index, entry.clone()));
             }
         }
+        note_backlog(allowance, bounds, backlog);
         batch.retain(|(_, entry)| entry.key <= reach);
         batch.sort_unstable_by_key(|(_, entry)| entry.key);
         for (index, entry) in batch {
@@ -179,6 +167,19 @@ impl Subscriber {
 
 /// The subscriber fell behind: it ends as [`CloseReason::Lagged`].
 struct Lagged;
+
+/// A subscriber whose unread events (`backlog`, its replay left out) exceed its bounds may
+/// send only as many more as the bounds allow (one event always).
+fn note_backlog(allowance: &mut Option<Backlog>, bounds: Bounds, backlog: Backlog) {
+    let over = backlog.events > bounds.events
+        || (backlog.events > 1 && backlog.bytes > bounds.bytes as u64);
+    if over && allowance.is_none() {
+        *allowance = Some(Backlog {
+            events: bounds.events,
+            bytes: bounds.bytes as u64,
+        });
+    }
+}
 
 /// Counts `entry` against what a subscriber that fell behind may still send (the first event
 /// whatever its size; its replay, up to `live_from`, is not counted); `Err` once it is spent.
