@@ -48,8 +48,6 @@
 mod id;
 mod memory;
 #[cfg(feature = "redis")]
-mod queue;
-#[cfg(feature = "redis")]
 mod redis;
 mod subscriber;
 mod subscription;

@@ -1,13 +1,15 @@
-//! [`Subscriber`]: the source of one subscription's stream: its gap event if any, then the
-//! events of its topics' rings after its cursors, merged in key order, then live ones as they
-//! come. Replay and live are one read of the same rings, so the seam between them has nothing
-//! to get wrong.
+//! [`Subscriber`]: the source of one subscription's stream: its gap event if any, then what an
+//! engine replayed from elsewhere (Redis's history), then the events of its topics' rings
+//! after its cursors, merged in key order, live ones as they come. In memory, replay and live
+//! are one read of the same rings, so the seam between them has nothing to get wrong; on Redis
+//! the replay ends where the cursors start.
 //!
 //! It ends after whole events as [`CloseReason::Lagged`] when it falls behind: a ring trimmed
 //! past one of its cursors (what it should send next is gone), or more unread events than its
 //! queue bounds allow (it sends as many as they allow first). The client comes back with its
 //! last id and resumes from the history, or is told of the gap.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,6 +19,7 @@ use atomic_waker::AtomicWaker;
 use super::subscription::Counted;
 use super::topic::{Backlog, Entry, Topic};
 use crate::engine::{Output, Source};
+use crate::source::EncodedEvent;
 use crate::{CloseReason, Event, StreamError};
 
 /// The most events, and about the most bytes, one poll takes from one ring: about one frame.
@@ -43,6 +46,12 @@ pub(super) trait Feed: Send + Sync {
     fn leave(&self, topics: &[Joined], id: u64);
 }
 
+/// How a subscriber writes an event of its `index`-th topic: as encoded, unless an engine
+/// gives its subscriptions ids of their own (a Redis subscription of several topics).
+pub(super) trait Stamp: Send + Sync {
+    fn write(&mut self, index: usize, event: &EncodedEvent, out: &mut Output<'_>);
+}
+
 /// One topic of a subscription, and the key of the last event sent from it.
 pub(super) struct Joined {
     pub(super) name: Arc<str>,
@@ -59,6 +68,10 @@ pub(super) struct Subscriber {
     id: u64,
     waiter: Arc<AtomicWaker>,
     gap: Option<Event>,
+    /// Events an engine replayed from elsewhere, each with its topic's index: sent before the
+    /// rings, whatever the bounds.
+    replay: VecDeque<(usize, EncodedEvent)>,
+    stamp: Option<Box<dyn Stamp>>,
     bounds: Bounds,
     /// The newest key when it subscribed: what it replays up to there is not held against its
     /// bounds (a client that comes back may be far behind).
@@ -85,11 +98,25 @@ impl Subscriber {
             id,
             waiter,
             gap,
+            replay: VecDeque::new(),
+            stamp: None,
             bounds,
             live_from,
             allowance: None,
             _counted: Counted::new(),
         }
+    }
+
+    /// Sends `replay` (in order, each event with its topic's index) before the rings, and
+    /// writes every event through `stamp`.
+    pub(super) fn with_replay(
+        mut self,
+        replay: VecDeque<(usize, EncodedEvent)>,
+        stamp: Option<Box<dyn Stamp>>,
+    ) -> Self {
+        self.replay = replay;
+        self.stamp = stamp;
+        self
     }
 
     /// Sends what its rings hold after its cursors and up to `settled`, in key order, until
@@ -101,7 +128,10 @@ impl Subscriber {
         let bounds = self.bounds;
         let live_from = self.live_from;
         let Self {
-            topics, allowance, ..
+            topics,
+            allowance,
+            stamp,
+            ..
         } = self;
         let mut sent = 0;
         if let [joined] = topics.as_mut_slice() {
@@ -121,7 +151,7 @@ impl Subscriber {
                     break;
                 }
                 spend(allowance, bounds, live_from, entry)?;
-                out.encoded(&entry.event);
+                write(stamp, 0, &entry.event, out);
                 joined.cursor = entry.key;
                 sent += 1;
             }
@@ -157,11 +187,24 @@ impl Subscriber {
                 break;
             }
             spend(allowance, bounds, live_from, &entry)?;
-            out.encoded(&entry.event);
+            write(stamp, index, &entry.event, out);
             topics[index].cursor = entry.key;
             sent += 1;
         }
         Ok(sent)
+    }
+}
+
+/// Writes `event` of the `index`-th topic, through `stamp` if there is one.
+fn write(
+    stamp: &mut Option<Box<dyn Stamp>>,
+    index: usize,
+    event: &EncodedEvent,
+    out: &mut Output<'_>,
+) {
+    match stamp {
+        Some(stamp) => stamp.write(index, event, out),
+        None => out.encoded(event),
     }
 }
 
@@ -211,6 +254,13 @@ impl Source for Subscriber {
         let this = self.get_mut();
         if let Some(gap) = this.gap.take() {
             out.event(gap);
+        }
+        // The replay first, whole, before anything can end the stream as lagged.
+        while let Some((index, event)) = this.replay.pop_front() {
+            write(&mut this.stamp, index, &event, out);
+            if out.is_full() {
+                return Poll::Pending;
+            }
         }
         let (mut registered, mut closing) = (false, false);
         loop {

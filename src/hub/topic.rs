@@ -199,6 +199,18 @@ impl Ring {
         self.bytes as isize - before as isize
     }
 
+    /// Drops everything retained and moves the ring on to `key` (above every key here): every
+    /// subscriber of the topic finds its cursor trimmed and ends as lagged, one joining now
+    /// starts after it. An engine does this when the events that follow are gone at their
+    /// source.
+    #[cfg(feature = "redis")]
+    pub(super) fn cut(&mut self, key: u64) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.trimmed = key;
+        self.last = key;
+    }
+
     /// Whether nothing is retained.
     pub(super) fn is_empty(&self) -> bool {
         self.entries.is_empty()

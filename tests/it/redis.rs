@@ -429,6 +429,81 @@ async fn a_subscriber_far_behind_catches_up_from_history_in_pages() {
     assert_eq!(reader.ids().last(), Some(&later));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_sends_its_whole_replay_before_a_hot_topic_can_end_it_as_lagged() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // A queue far shorter than the replay, and a publisher at full rate on the same topic.
+    let node = |server: &RedisServer| {
+        let redis = Redis::open(&server.url()).unwrap_or_else(|e| panic!("{e}")); // ok: test
+        let hub = Hub::builder()
+            .history(10_000, usize::MAX)
+            .queue(50, usize::MAX);
+        hub.redis(redis).unwrap_or_else(|e| panic!("{e}")) // ok: test
+    };
+    let (a, b) = (node(&server), node(&server));
+    let mut ids = Vec::new();
+    for n in 0..3_000 {
+        ids.push(publish(&b, "t", &n.to_string()).await);
+    }
+    let hot = tokio::spawn({
+        let b = b.clone();
+        async move {
+            for n in 0..3_000 {
+                publish(&b, "t", &format!("hot {n}")).await;
+            }
+        }
+    });
+    // The publisher under way.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let subscription = subscribe(&a, &["t"], Some(&ids[0])).await;
+    let Resume::Resumed { replayed } = subscription.resume() else {
+        panic!("not resumed: {:?}", subscription.resume()); // ok: test
+    };
+    assert!(replayed >= 2_999, "{replayed} replayed");
+    let mut reader = Reader::of(subscription);
+    reader.events_until(2_999).await;
+    assert_eq!(
+        reader.ids().get(..2_999),
+        Some(&ids[1..]),
+        "the replay, whole and first (the stream ended: {})",
+        reader.ended
+    );
+    hot.await.unwrap_or_else(|e| panic!("{e}")); // ok: test
+}
+
+/// Adds an entry to topic `t` as something else than a hub would; its id.
+async fn raw(connection: &mut redis::aio::MultiplexedConnection, fields: &str) -> String {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg("sse:{0}t").arg("*").arg("e").arg(fields);
+    let id: String = cmd
+        .query_async(connection)
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    id
+}
+
+#[tokio::test]
+async fn entries_written_beside_the_hubs_arrive_in_their_place() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let hub = hub_on(&server, 1000);
+    wait_ready(&hub).await;
+    let mut connection = inspect(&server).await;
+    let mut reader = Reader::of(subscribe(&hub, &["t"], None).await);
+    let mut ids = vec![publish(&hub, "t", "hub 1").await];
+    // Between two of a hub's: found by the entry after it.
+    ids.push(raw(&mut connection, "data: beside 1\n").await);
+    ids.push(publish(&hub, "t", "hub 2").await);
+    // With nothing after it: found by the reader's sweep.
+    ids.push(raw(&mut connection, "data: beside 2\n").await);
+    reader.events_until(4).await;
+    assert_eq!(reader.data(), ["hub 1", "beside 1", "hub 2", "beside 2"]);
+    assert_eq!(reader.ids(), ids);
+}
+
 /// The id of the hub reader's connection (the one whose last command was `XREAD`).
 async fn reader_client(connection: &mut redis::aio::MultiplexedConnection) -> Option<String> {
     let list: String = redis::cmd("CLIENT")

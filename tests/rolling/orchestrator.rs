@@ -200,8 +200,16 @@ struct Record {
 }
 
 enum Received {
-    Event { data: String, id: String },
+    Event {
+        data: String,
+        id: String,
+    },
     Gap,
+    /// A subscription answered by the node on `port`, after `last` (for the report of a loss).
+    Subscribed {
+        port: u16,
+        last: String,
+    },
 }
 
 type Shared = Arc<Mutex<Record>>;
@@ -240,6 +248,8 @@ async fn subscriber(
             if response.status() == 200 {
                 let mut record = lock(&record);
                 record.subscribed_ms.get_or_insert_with(now_ms);
+                let last = last_id.clone();
+                record.received.push(Received::Subscribed { port, last });
             }
         }
         match response {
@@ -510,8 +520,11 @@ fn check(record: &Record, truth: &Truth, counts: &mut Counts) {
         // What the subscriber got of this topic: positions, with a gap event between.
         let mut got: Vec<(usize, bool)> = Vec::new();
         let mut gap_before = false;
-        for received in &record.received {
+        // Where each position was received (for the report of a loss).
+        let mut received_at: Vec<usize> = Vec::new();
+        for (index, received) in record.received.iter().enumerate() {
             match received {
+                Received::Subscribed { .. } => {}
                 Received::Gap => gap_before = true,
                 Received::Event { data, id } => {
                     let Some((of, at)) = truth.position.get(data) else {
@@ -526,6 +539,7 @@ fn check(record: &Record, truth: &Truth, counts: &mut Counts) {
                         counts.wrong_id += 1;
                     }
                     got.push((*at, std::mem::take(&mut gap_before)));
+                    received_at.push(index);
                 }
             }
         }
@@ -540,7 +554,7 @@ fn check(record: &Record, truth: &Truth, counts: &mut Counts) {
             .map_or(after_subscribe, |&(at, _)| at.min(after_subscribe));
         counts.expected += list.len() - start;
         let mut next = start;
-        for &(at, gap) in &got {
+        for (n, &(at, gap)) in got.iter().enumerate() {
             if at < next {
                 counts.duplicated += 1;
                 continue;
@@ -549,10 +563,45 @@ fn check(record: &Record, truth: &Truth, counts: &mut Counts) {
                 counts.skipped_at_gaps += at - next;
             } else {
                 counts.lost += at - next;
+                if at > next {
+                    report_loss(record, topic, list, (next, at), received_at.get(n).copied());
+                }
             }
             next = at + 1;
         }
         counts.lost += list.len() - next.min(list.len());
+    }
+}
+
+/// Prints what a subscriber received around a loss of `topic`'s events `missing` (the first
+/// few losses of a run).
+fn report_loss(
+    record: &Record,
+    topic: &str,
+    list: &[(String, String)],
+    missing: (usize, usize),
+    received_at: Option<usize>,
+) {
+    static REPORTED: AtomicU64 = AtomicU64::new(0);
+    if REPORTED.fetch_add(1, Ordering::Relaxed) >= 5 {
+        return;
+    }
+    let (from, to) = missing;
+    eprintln!(
+        "lost: {topic} events {from}..{to} ({:?} .. {:?}) of a subscriber of {:?}; it received:",
+        list[from],
+        list[to - 1],
+        record.topics
+    );
+    let at = received_at.unwrap_or(record.received.len());
+    for received in &record.received[at.saturating_sub(8)..(at + 3).min(record.received.len())] {
+        match received {
+            Received::Event { data, id } => eprintln!("  {data} (id {id})"),
+            Received::Gap => eprintln!("  (gap)"),
+            Received::Subscribed { port, last } => {
+                eprintln!("  (subscribed on {port} after {last:?})")
+            }
+        }
     }
 }
 
@@ -725,12 +774,12 @@ async fn main() -> Result<(), Error> {
     let mut seen: HashSet<usize> = HashSet::new();
     for (k, record) in records.iter().enumerate() {
         let record = lock(record);
-        let before = counts.delivered;
+        let (before, lost_before) = (counts.delivered, counts.lost);
         check(&record, &truth, &mut counts);
         if record.npm {
             npm_delivered += counts.delivered - before;
         }
-        if counts.lost > 0 {
+        if counts.lost > lost_before {
             seen.insert(k);
         }
     }

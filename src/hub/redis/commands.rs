@@ -1,6 +1,6 @@
 //! [`Commands`]: the engine's requests to Redis that answer at once (publish, history, the
-//! newest id, readiness, unblocking the reader), on one multiplexed connection that reconnects
-//! by itself, each bounded by the command timeout. Any failure is [`HubError::Unavailable`].
+//! newest id, readiness), on one multiplexed connection that reconnects by itself, each
+//! bounded by the command timeout. Any failure is [`HubError::Unavailable`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,21 @@ local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV
 return {last, added, length, first, entries}
 ";
 
+/// Appends an event to a topic's stream (`KEYS[1]`, trimmed to about `ARGV[1]` entries) and
+/// repeats it in its shard's log (`KEYS[2]`, about `ARGV[3]` entries) with the topic (`ARGV[4]`),
+/// the new entry's id and the id of the entry before it, so that a reader learns of the
+/// topic's entries it did not see in the log; the new entry's id. (Both keys carry the shard's
+/// hash tag: one cluster slot.)
+const PUBLISH: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local before = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local previous = '0-0'
+if before[1] then previous = before[1][1] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[4], 'i', id, 'p', previous, 'e', ARGV[2])
+return id
+";
+
 /// A stream's state and a page of its entries after an id.
 pub(super) struct History {
     /// The newest id the stream ever gave (`0-0` for a stream that does not exist).
@@ -48,12 +63,26 @@ pub(super) struct History {
     pub(super) returned: usize,
 }
 
+impl History {
+    /// Whether a trim may have taken entries after `after`: the stream was trimmed, and its
+    /// oldest entry (or, empty, its newest id) is past `after`. A trim does not record what it
+    /// removed (Redis 7 keeps `max-deleted-entry-id` for `XDEL` only), so this is the most
+    /// that can be told.
+    pub(super) fn passed(&self, after: EntryId) -> bool {
+        self.trimmed
+            && self
+                .first
+                .map_or(after < self.last_generated, |first| after < first)
+    }
+}
+
 /// The engine's command connection.
 #[derive(Clone)]
 pub(super) struct Commands {
     manager: ConnectionManager,
     timeout: Duration,
     history: Arc<redis::Script>,
+    publish: Arc<redis::Script>,
 }
 
 impl Commands {
@@ -71,6 +100,7 @@ impl Commands {
             manager,
             timeout,
             history: Arc::new(redis::Script::new(HISTORY)),
+            publish: Arc::new(redis::Script::new(PUBLISH)),
         })
     }
 
@@ -107,31 +137,32 @@ impl Commands {
         .await
     }
 
-    /// Appends `body` to the stream at `key`, trimmed to about `keep` entries; its entry id.
+    /// Appends `body` to `topic`'s stream at `key`, trimmed to about `keep` entries, and to
+    /// the shard's `log`, trimmed to about `log_keep`; its entry id.
     pub(super) async fn publish(
         &self,
-        key: &str,
+        (topic, key): (&str, &str),
+        (log, log_keep): (&str, usize),
         keep: usize,
         body: &[u8],
     ) -> Result<EntryId, HubError> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(key)
-            .arg("MAXLEN")
-            .arg("~")
-            // Redis takes a signed 64-bit count.
+        let mut invocation = self.publish.key(key);
+        // Redis takes signed 64-bit counts.
+        invocation
+            .key(log)
             .arg(keep.min(i64::MAX as usize))
-            .arg("*")
-            .arg(item::FIELD)
-            .arg(body);
-        let cmd = &cmd;
+            .arg(body)
+            .arg(log_keep.min(i64::MAX as usize))
+            .arg(topic);
+        let invocation = &invocation;
         let reply = self
             .attempt(false, |mut manager| async move {
-                cmd.query_async::<Value>(&mut manager).await
+                invocation.invoke_async::<Value>(&mut manager).await
             })
             .await?;
         bytes_of(&reply)
             .and_then(EntryId::parse)
-            .ok_or_else(|| unexpected("XADD", &reply))
+            .ok_or_else(|| unexpected("the publish script", &reply))
     }
 
     /// The id of the newest entry at `key`, `0-0` when there is none.
@@ -204,13 +235,6 @@ impl Commands {
     /// Whether Redis answers.
     pub(super) async fn ping(&self) -> Result<(), HubError> {
         self.query(&redis::cmd("PING")).await.map(drop)
-    }
-
-    /// Ends the blocking read of the connection numbered `client`; whether it was blocked.
-    pub(super) async fn unblock(&self, client: i64) -> Result<bool, HubError> {
-        let mut cmd = redis::cmd("CLIENT");
-        cmd.arg("UNBLOCK").arg(client);
-        Ok(matches!(self.query(&cmd).await?, Value::Int(1)))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Stream entry ids (`{ms}-{seq}`), and the ids a subscription's events carry: the entry id for
 //! one topic, the entry ids of every topic joined by commas (in sorted topic order) for
-//! several. Reading them back from `Last-Event-ID` never panics, whatever the text.
+//! several ([`Positions`](super::positions::Positions)). Reading them back from
+//! `Last-Event-ID` never panics, whatever the text.
 
 use std::fmt;
 
@@ -63,18 +64,6 @@ pub(super) fn parse_positions(id: &str, topics: usize) -> Option<Vec<EntryId>> {
     positions.filter(|positions| positions.len() == topics)
 }
 
-/// The id of a subscription's event: its topics' positions, joined by commas.
-pub(super) fn format_positions(positions: &[EntryId]) -> String {
-    let mut id = String::with_capacity(positions.len() * 24);
-    for (index, position) in positions.iter().enumerate() {
-        if index > 0 {
-            id.push(',');
-        }
-        id.push_str(&position.to_string());
-    }
-    id
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +97,8 @@ mod tests {
         }
 
         let positions = vec![id, EntryId::ZERO, EntryId::MAX];
-        let text = format_positions(&positions);
+        let text: Vec<String> = positions.iter().map(ToString::to_string).collect();
+        let text = text.join(",");
         assert_eq!(text, format!("1733140000000-7,0-0,{}", EntryId::MAX));
         assert_eq!(parse_positions(&text, 3), Some(positions));
         assert_eq!(parse_positions(&text, 2), None);

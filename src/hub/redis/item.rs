@@ -1,10 +1,13 @@
 //! [`Item`]: one stream entry as its subscribers send it, and reading entries from Redis
 //! replies (`XRANGE`, `XREAD`), whichever protocol version shaped them.
 //!
-//! An entry holds one field, `e`: the event encoded without its id and its final blank line,
-//! so each node appends the id line to it once and every single-topic subscriber shares the
-//! result. An entry that is not such an event (written to the key by something else) is
+//! A topic's entry holds one field, `e`: the event encoded without its id and its final blank
+//! line, so each node appends the id line to it once and every single-topic subscriber shares
+//! the result. An entry that is not such an event (written to the key by something else) is
 //! skipped with a warning: its id still moves the reader on.
+//!
+//! A shard's log entry ([`Logged`]) repeats a publish for the readers: the topic (`t`), its
+//! entry's id (`i`), the id of the topic's entry before it (`p`) and the same `e`.
 
 use std::sync::Arc;
 
@@ -12,11 +15,14 @@ use bytes::{Bytes, BytesMut};
 use redis::Value;
 
 use super::entry_id::EntryId;
-use crate::hub::queue::Weighed;
 use crate::Event;
 
 /// The field that holds the encoded event.
 pub(super) const FIELD: &str = "e";
+/// A log entry's fields besides [`FIELD`]: the topic, its entry's id, the entry before it.
+pub(super) const LOG_TOPIC: &str = "t";
+pub(super) const LOG_ID: &str = "i";
+pub(super) const LOG_PREVIOUS: &str = "p";
 
 /// One published event, ready for the wire.
 #[derive(Debug, Clone)]
@@ -25,23 +31,106 @@ pub(super) struct Item {
     pub(super) id: EntryId,
     /// The entry id as text, the event's id for single-topic subscribers.
     pub(super) id_text: Bytes,
-    /// The whole event: `body`, then its id line and the blank line.
+    /// The whole event: its fields, then its id line and the blank line.
     pub(super) whole: Bytes,
-    /// How many bytes of `whole` are the body.
-    pub(super) body_len: usize,
-}
-
-impl Weighed for Item {
-    fn size(&self) -> usize {
-        self.whole.len()
-    }
 }
 
 impl Item {
-    /// The body, without the id line.
-    pub(super) fn body(&self) -> &[u8] {
-        &self.whole[..self.body_len]
+    /// `body` (checked) of `topic`'s entry `id`, as it is sent: with its id line.
+    fn new(topic: &Arc<str>, id: EntryId, id_bytes: &[u8], body: &[u8]) -> Option<Self> {
+        if !is_body(body) {
+            return None;
+        }
+        let mut whole = BytesMut::with_capacity(body.len() + id_bytes.len() + 6);
+        whole.extend_from_slice(body);
+        whole.extend_from_slice(b"id: ");
+        whole.extend_from_slice(id_bytes);
+        whole.extend_from_slice(b"\n\n");
+        Some(Self {
+            topic: topic.clone(),
+            id,
+            id_text: Bytes::copy_from_slice(id_bytes),
+            whole: whole.freeze(),
+        })
     }
+
+    /// The body, without the id line.
+    #[cfg(test)]
+    pub(super) fn body(&self) -> &[u8] {
+        &self.whole[..self.whole.len() - self.id_text.len() - "id: \n\n".len()]
+    }
+}
+
+/// One publish as a shard's log repeats it, for a topic live on this node (`L` says how the
+/// reader knows it).
+pub(super) struct Logged<L> {
+    pub(super) live: L,
+    /// The id of the topic's entry before this one (`0-0` for its first).
+    pub(super) previous: EntryId,
+    pub(super) parsed: Parsed,
+}
+
+/// Reads a log's entries (`[id, [field, value, ...]]` each): the id of the last readable one,
+/// and the publishes of the topics `live` knows (it returns `None` for the others, whose
+/// entries are not even copied). An entry that is not a hub's log entry is skipped with a
+/// warning.
+pub(super) fn parse_log<L>(
+    entries: &Value,
+    mut live: impl FnMut(&str) -> Option<(Arc<str>, L)>,
+) -> (Option<EntryId>, Vec<Logged<L>>) {
+    let mut last = None;
+    let mut logged = Vec::new();
+    let Value::Array(entries) = entries else {
+        return (last, logged);
+    };
+    for entry in entries {
+        let Value::Array(parts) = entry else {
+            continue;
+        };
+        let [log_id, fields] = parts.as_slice() else {
+            continue;
+        };
+        let Some(log_id) = bytes_of(log_id).and_then(EntryId::parse) else {
+            tracing::warn!("a log entry without a readable id: skipped");
+            continue;
+        };
+        last = Some(log_id);
+        let (mut topic, mut id, mut previous, mut body) = (None, None, None, None);
+        for (name, value) in field_pairs(fields) {
+            match std::str::from_utf8(name) {
+                Ok(LOG_TOPIC) => topic = std::str::from_utf8(value).ok(),
+                Ok(LOG_ID) => id = Some(value),
+                Ok(LOG_PREVIOUS) => previous = EntryId::parse(value),
+                Ok(FIELD) => body = Some(value),
+                _ => {}
+            }
+        }
+        let (Some(topic), Some(id_bytes), Some(previous), Some(body)) = (topic, id, previous, body)
+        else {
+            tracing::warn!(%log_id, "a log entry that is not a hub's: skipped");
+            continue;
+        };
+        let Some((topic, live)) = live(topic) else {
+            continue;
+        };
+        let Some(id) = EntryId::parse(id_bytes) else {
+            tracing::warn!(%log_id, "a log entry with an unreadable entry id: skipped");
+            continue;
+        };
+        let parsed = match Item::new(&topic, id, id_bytes, body) {
+            Some(item) => Parsed::Item(item),
+            None => {
+                tracing::warn!(%topic, %id, "a logged entry that is not a hub event: skipped");
+                Parsed::Foreign(topic, id)
+            }
+        };
+        logged.push(Logged {
+            live,
+            previous,
+            parsed,
+        });
+    }
+    (last, logged)
 }
 
 /// What an entry of a reply was.
@@ -106,26 +195,14 @@ pub(super) fn parse_entry(topic: &Arc<str>, entry: &Value) -> Option<Parsed> {
     };
     let id_bytes = bytes_of(id)?;
     let id = EntryId::parse(id_bytes)?;
-    let body = field_pairs(fields)
+    let item = field_pairs(fields)
         .find(|(name, _)| *name == FIELD.as_bytes())
-        .map(|(_, value)| value)
-        .filter(|body| is_body(body));
-    let Some(body) = body else {
+        .and_then(|(_, body)| Item::new(topic, id, id_bytes, body));
+    let Some(item) = item else {
         tracing::warn!(%topic, %id, "a stream entry that is not a hub event: skipped");
         return Some(Parsed::Foreign(topic.clone(), id));
     };
-    let mut whole = BytesMut::with_capacity(body.len() + id_bytes.len() + 6);
-    whole.extend_from_slice(body);
-    whole.extend_from_slice(b"id: ");
-    whole.extend_from_slice(id_bytes);
-    whole.extend_from_slice(b"\n\n");
-    Some(Parsed::Item(Item {
-        topic: topic.clone(),
-        id,
-        id_text: Bytes::copy_from_slice(id_bytes),
-        whole: whole.freeze(),
-        body_len: body.len(),
-    }))
+    Some(Parsed::Item(item))
 }
 
 /// Reads a list of entries of `topic`, in order; unreadable ones are skipped with a warning.

@@ -7,48 +7,53 @@
 //!   shard tag before it are fixed, so no topic names another key, and the hub never reads or
 //!   writes a key outside its prefix. The shard is a stable hash of the topic, in braces: a
 //!   Redis Cluster hash tag, so all of a shard's streams live on one cluster node.
-//! - **Publish** is one `XADD ... MAXLEN ~ {history} * e {event}`: the event, encoded once
-//!   without its id, trimmed to about the hub's history (at least that many entries are kept).
-//!   The stream entry id is the event's id. Every node must be given the same history: a
-//!   reader notices a shorter trim past its cursor only when it reconnects.
-//! - **Live.** Each node runs one reader per shard, one connection each, reading every topic
-//!   its subscribers want with one blocking `XREAD`, issued again when that set changes; it
-//!   appends the id line to each entry once and hands the bytes to every subscriber.
-//! - **Replay** reads `XRANGE` after the client's id, up to the cursor the subscriber was
-//!   registered with at the reader; each subscriber skips what it already sent, so the seam is
-//!   exact. It holds at most the history's bytes per topic, like the embedded history: a
-//!   client further behind is told of a gap, then gets the newest events that fit. Across
-//!   several topics, events are merged by entry id within each read: each topic's order is
-//!   exact, and the order across topics follows Redis's clock, to the millisecond (two topics'
-//!   events of the same millisecond may come in either order).
+//! - **Publish** is one script: `XADD ... MAXLEN ~ {history} * e {event}` (the event, encoded
+//!   once without its id, trimmed to about the hub's history: at least that many entries are
+//!   kept), and the same event repeated in the shard's log (`{prefix}{{{shard}}}`, about 2 000
+//!   entries) with its topic and the id of the topic's entry before it. The stream entry id is
+//!   the event's id. Every node must be given the same history.
+//! - **Live.** Each node runs one reader per shard, one connection each, blocked on the shard's
+//!   log alone, whatever the number of topics; it appends each entry of a topic live on the node
+//!   to that topic's ring (its id line added once), which every subscriber of the topic on the
+//!   node reads as in memory. Entries written to a topic's stream by something else than a hub
+//!   are found by the entry after them, or within a second (see `reader`).
+//! - **Replay** reads `XRANGE` after the client's id, up to the point where the subscriber's
+//!   ring cursor starts, so the seam is exact; it is sent whole before the ring (a subscriber
+//!   never ends as lagged before its replay). It holds at most the history's bytes per topic,
+//!   like the embedded history: a client further behind is told of a gap, then gets the newest
+//!   events that fit. Across several topics, events are merged by entry id within the replay
+//!   and in the order this node's readers handed them on after it: each topic's order is exact,
+//!   and the order across topics follows Redis's clock, to the millisecond (two topics' events
+//!   of the same millisecond may come in either order).
 //! - **Connections** per node: one per shard for its reader, one for every other command,
 //!   whatever the number of subscribers and topics.
 
 mod commands;
 mod entry_id;
 mod item;
+mod live;
+mod positions;
 mod reader;
-mod subscriber;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use tokio_util::sync::CancellationToken;
 
 use self::commands::Commands;
 use self::entry_id::{parse_positions, EntryId};
 use self::item::{Item, Parsed};
-use self::reader::Shard;
-use self::subscriber::RedisSubscriber;
-use super::queue::Queue;
+use self::live::Node;
+use self::positions::Positions;
+use self::reader::{Shard, LOG_KEEP, PAGE};
+use super::subscriber::{Feed, Joined, Stamp, Subscriber};
 use super::{GapReason, HubConfig, HubError, Resume};
 use crate::engine::BoxSource;
+use crate::source::EncodedEvent;
 use crate::Event;
-
-/// How many entries one history read takes.
-const PAGE: usize = 1000;
 
 /// Where and how a [`Hub`](super::Hub) keeps its topics on Redis: the options of
 /// [`HubBuilder::redis`](super::HubBuilder::redis).
@@ -72,13 +77,11 @@ const PAGE: usize = 1000;
 ///
 /// It needs Redis 7.0 or later (6.2 works, but cannot say whether a stream was trimmed, so a
 /// client resuming before a stream's oldest entry always gets a gap event). Its user needs the
-/// stream commands, `EVALSHA`/`EVAL`, `PING`, and `CLIENT ID` and `CLIENT UNBLOCK` (`@admin`):
-/// without the last two, a topic newly live on a node waits up to 5 s for its first live
-/// events (none is lost).
+/// stream commands, `EVALSHA`/`EVAL` and `PING`.
 ///
 /// **Redis Cluster.** The keys carry a hash tag per shard, so a cluster deployment would give
-/// each shard's reader a connection to the node that holds its slot, and a multi-key `XREAD`
-/// never crosses slots. This engine connects to one Redis primary; only that is tested.
+/// each shard's reader a connection to the node that holds its slot; a shard's topics and its
+/// log share the slot, so the publish script never crosses slots. This engine connects to one Redis primary; only that is tested.
 #[derive(Debug, Clone)]
 pub struct Redis {
     client: redis::Client,
@@ -135,8 +138,12 @@ impl Redis {
             .map_err(|error| HubError::Config(format!("the Redis engine needs Tokio: {error}")))?;
         let commands = Commands::new(self.client.clone(), self.timeout)?;
         let cancel = CancellationToken::new();
+        let node = Arc::new(Node::new(config.ring_bounds()));
         let shards: Vec<Arc<Shard>> = (0..self.shards)
-            .map(|_| Arc::new(Shard::new(config.history_events)))
+            .map(|index| {
+                let log = format!("{}{{{index}}}", self.prefix);
+                Arc::new(Shard::new(node.clone(), log))
+            })
             .collect();
         for shard in &shards {
             runtime.spawn(reader::run(
@@ -150,9 +157,10 @@ impl Redis {
         Ok(Arc::new(RedisBackend {
             config,
             prefix: self.prefix,
+            node,
             shards,
             commands,
-            next_queue: AtomicU64::new(0),
+            next_subscriber: AtomicU64::new(0),
             cancel,
         }))
     }
@@ -162,9 +170,11 @@ impl Redis {
 pub(crate) struct RedisBackend {
     config: HubConfig,
     prefix: String,
+    node: Arc<Node>,
     shards: Vec<Arc<Shard>>,
     commands: Commands,
-    next_queue: AtomicU64,
+    /// Numbers the subscribers.
+    next_subscriber: AtomicU64,
     /// Stops the readers.
     cancel: CancellationToken,
 }
@@ -192,7 +202,7 @@ impl RedisBackend {
     }
 
     fn check_open(&self) -> Result<(), HubError> {
-        if self.cancel.is_cancelled() {
+        if self.node.is_closed() || self.cancel.is_cancelled() {
             return Err(HubError::Closed);
         }
         Ok(())
@@ -203,9 +213,15 @@ impl RedisBackend {
         self.check_open()?;
         let _replaced = event.take_id();
         let body = item::body_of(&event);
+        let shard = self.shard(topic);
         let id = self
             .commands
-            .publish(&self.key(topic), self.config.history_events, &body)
+            .publish(
+                (topic, &self.key(topic)),
+                (&shard.log, LOG_KEEP),
+                self.config.history_events,
+                &body,
+            )
             .await?;
         Ok(id.to_string())
     }
@@ -229,67 +245,86 @@ impl RedisBackend {
         last_event_id: Option<&str>,
     ) -> Result<(BoxSource, Resume), HubError> {
         self.check_open()?;
-        let queue = Arc::new(Queue::new(
-            self.next_queue.fetch_add(1, Ordering::Relaxed),
-            self.config.queue_bounds(),
-        ));
-        // Dropped on any error below, it leaves what it joined.
-        let mut subscriber = RedisSubscriber::new(self.clone(), topics.clone(), queue.clone());
-        // Registered first: the readers queue every entry after each cursor from now on, and
-        // the history read next reaches at least that far.
-        let mut cursors = Vec::with_capacity(topics.len());
-        for topic in &topics {
-            cursors.push(self.join(topic, &queue).await?);
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let waiter = Arc::new(AtomicWaker::new());
+        // Left again if anything below fails.
+        let mut joining = Joining {
+            backend: self,
+            topics: Vec::with_capacity(topics.len()),
+            id,
+        };
+        // Per topic, the entry id its ring cursor starts after: the replay reaches that far.
+        let mut seams = Vec::with_capacity(topics.len());
+        for name in &topics {
+            let shard = self.shard(name);
+            let live = shard
+                .live
+                .enter(&self.node, name, &self.key(name), id, waiter.clone())?;
+            joining.topics.push(Joined {
+                name: name.clone(),
+                topic: live.topic.clone(),
+                cursor: 0,
+            });
+            let (cursor, seam) = match live.position() {
+                Some(position) => position,
+                // Made live just now: everything after the stream's newest id, read after
+                // that, is appended from now on.
+                None => live.settle(self.commands.newest(&live.key).await?),
+            };
+            if let Some(joined) = joining.topics.last_mut() {
+                joined.cursor = cursor;
+            }
+            seams.push(seam);
         }
         let requested = last_event_id.map(|id| parse_positions(id, topics.len()));
         let (positions, gap, replay) = match requested {
-            None => (cursors, None, Vec::new()),
+            None => (seams.clone(), None, Vec::new()),
             Some(positions) => {
                 let malformed = positions.is_none();
                 let starts = positions.unwrap_or_else(|| vec![EntryId::ZERO; topics.len()]);
                 let mut gap = malformed.then_some(GapReason::Malformed);
                 let mut replay = Vec::new();
                 let mut positions = Vec::with_capacity(topics.len());
-                for ((topic, start), cursor) in topics.iter().zip(starts).zip(&cursors) {
-                    let history = self.history(topic, start, !malformed, *cursor).await?;
+                for (index, ((topic, start), seam)) in
+                    topics.iter().zip(starts).zip(&seams).enumerate()
+                {
+                    let history = self.history(topic, start, !malformed, *seam).await?;
                     gap = gap.or(history.gap);
                     positions.push(history.from);
-                    replay.extend(history.items);
+                    replay.extend(history.items.into_iter().map(|item| (index, item)));
                 }
                 // Merged over topics in id order (each topic's own order is kept).
-                replay.sort_by_key(|item| item.id);
+                replay.sort_by_key(|(_, item)| item.id);
                 (positions, gap, replay)
             }
         };
         let resume = Resume::of(gap, last_event_id.is_some(), replay.len());
         let gap = gap.and_then(|reason| (self.config.gap_event)(reason));
-        subscriber.start(positions, gap, replay);
-        Ok((Box::pin(subscriber), resume))
-    }
-
-    /// Registers `queue` on `topic`; the cursor it starts after.
-    async fn join(&self, topic: &Arc<str>, queue: &Arc<Queue<Item>>) -> Result<EntryId, HubError> {
-        let shard = self.shard(topic);
-        let key = self.key(topic);
-        let mut newest = None;
-        // A topic that stops being live between the newest id read and the join needs it read
-        // again; twice in a row is already unlikely.
-        for _ in 0..8 {
-            if newest.is_none() && !shard.is_live(topic) {
-                newest = Some(self.commands.newest(&key).await?);
-            }
-            if let Some(cursor) = shard.join(topic, &key, newest, queue)? {
-                return Ok(cursor);
-            }
-        }
-        Err(HubError::Unavailable(
-            "the topic kept changing while joining it".into(),
-        ))
+        let replay = replay
+            .into_iter()
+            .map(|(index, item)| {
+                let event = EncodedEvent::from_encoded(item.whole, Some(item.id_text), true);
+                (index, event)
+            })
+            .collect();
+        // One topic's events carry their entry ids, and need no positions unless the client is
+        // ahead of where its ring starts (this node's reader has not handed on its last id
+        // yet); several topics' carry every position.
+        let ahead = positions.iter().zip(&seams).any(|(from, seam)| from > seam);
+        let stamp = (topics.len() > 1 || ahead)
+            .then(|| Box::new(Positions::new(&positions)) as Box<dyn Stamp>);
+        let joined = std::mem::take(&mut joining.topics);
+        let feed: Arc<dyn Feed> = self.clone();
+        let bounds = self.config.queue_bounds();
+        // Everything in the rings after the cursors is live: counted against the bounds.
+        let source =
+            Subscriber::new(feed, joined, (id, waiter), 0, gap, bounds).with_replay(replay, stamp);
+        Ok((Box::pin(source), resume))
     }
 
     /// What `topic` replays after `start`: its retained entries after it, or, when `start` is
     /// not a position in its stream (`checked` says it came from the client), a gap and what
-    /// the stream retains; up to `cursor`, where the subscriber's live queue takes over (so a
+    /// the stream retains; up to `cursor`, where the subscriber's ring cursor takes over (so a
     /// replay is bounded, however fast others publish).
     async fn history(
         &self,
@@ -334,7 +369,7 @@ impl RedisBackend {
             let before = after;
             for parsed in page.entries {
                 if parsed.id() > cursor {
-                    // The live queue has the rest (the cursor's own entry may be gone).
+                    // The ring has the rest (the cursor's own entry may be gone).
                     reached = true;
                     break;
                 }
@@ -361,20 +396,46 @@ impl RedisBackend {
         Ok(Replay { from, gap, items })
     }
 
-    /// Removes the queue numbered `queue` from `topics`.
-    fn leave(&self, topics: &[Arc<str>], queue: u64) {
-        for topic in topics {
-            self.shard(topic).leave(topic, queue);
-        }
-    }
-
     /// Refuses further publishes and subscribes, ends open subscriptions after what is queued,
     /// and stops the readers.
     pub(super) fn close(&self) {
+        self.node.close();
         self.cancel.cancel();
         for shard in &self.shards {
-            shard.close();
+            shard.live.close();
         }
+    }
+}
+
+impl Feed for RedisBackend {
+    fn settled(&self) -> u64 {
+        self.node.settled()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.node.is_closed()
+    }
+
+    fn leave(&self, topics: &[Joined], id: u64) {
+        for joined in topics {
+            self.shard(&joined.name)
+                .live
+                .leave(&joined.name, &joined.topic, id);
+        }
+    }
+}
+
+/// The topics a subscribe has joined so far: left if it fails before its subscriber takes
+/// them.
+struct Joining<'a> {
+    backend: &'a RedisBackend,
+    topics: Vec<Joined>,
+    id: u64,
+}
+
+impl Drop for Joining<'_> {
+    fn drop(&mut self) {
+        self.backend.leave(&self.topics, self.id);
     }
 }
 
