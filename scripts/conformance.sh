@@ -60,10 +60,10 @@ if ! (cd "$CONF" && npm ci --no-audit --no-fund --loglevel=error) >"$WORK/npm-ci
 fi
 
 log "building the fixture server"
-cargo build --quiet --example conformance --example conformance-reader --all-features -j "${CONFORMANCE_BUILD_JOBS:-1}"
+cargo build --quiet -p tower-sse-fixtures --bin conformance --bin conformance-reader -j "${CONFORMANCE_BUILD_JOBS:-1}"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-SERVER="$TARGET_DIR/debug/examples/conformance"
-READER="$TARGET_DIR/debug/examples/conformance-reader"
+SERVER="$TARGET_DIR/debug/conformance"
+READER="$TARGET_DIR/debug/conformance-reader"
 
 # --- the fixture server ------------------------------------------------------------------------
 "$SERVER" --listen 127.0.0.1:0 --dir "$CONF" --exit-after 900 >"$WORK/server.out" 2>"$WORK/server.err" &

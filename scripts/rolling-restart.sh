@@ -19,8 +19,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 (cd tests/rolling && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-cargo build --release --quiet --example hub --example rolling-restart --features redis \
-  -j "${ROLLING_BUILD_JOBS:-2}"
+cargo build --release --quiet --example hub --features redis -j "${ROLLING_BUILD_JOBS:-2}"
+cargo build --release --quiet -p tower-sse-fixtures --bin rolling-restart -j "${ROLLING_BUILD_JOBS:-2}"
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
-timeout 600 "$TARGET_DIR/release/examples/rolling-restart" \
+timeout 600 "$TARGET_DIR/release/rolling-restart" \
   "$TARGET_DIR/release/examples/hub" tests/rolling/eventsource.mjs

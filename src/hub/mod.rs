@@ -252,8 +252,9 @@ impl HubBuilder {
     /// whatever its size). In memory this is also how far a subscriber may fall behind on a
     /// topic: the history is the ring every subscriber reads from, and one whose next event was
     /// trimmed from it is ended ([`CloseReason::Lagged`](crate::CloseReason::Lagged)). On
-    /// Redis, each stream is trimmed to about `events`, and `bytes` bounds what one replay
-    /// holds per topic.
+    /// Redis, each stream is trimmed to about `events`, `bytes` bounds what one replay holds per
+    /// topic, and both bound the ring each node keeps of a topic live on it (what its
+    /// subscribers there read, so also how far one may fall behind; memory per live topic).
     pub fn history(mut self, events: usize, bytes: usize) -> Self {
         self.config.history_events = events;
         self.config.history_bytes = bytes;

@@ -8,7 +8,7 @@
 //! whole and split in two at every offset (a bounded sample of offsets above 8 KiB): each run
 //! must give the same events, final retry and final last event ID.
 //!
-//! cargo run --example conformance-reader --features json -- --base http://127.0.0.1:PORT --out DIR
+//! cargo run -p tower-sse-fixtures --bin conformance-reader -- --base http://127.0.0.1:PORT --out DIR
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -230,7 +230,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     };
     let base = arg("--base")?;
     let out = std::path::PathBuf::from(arg("--out")?);
-    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance");
     let cases: serde_json::Value =
         serde_json::from_slice(&std::fs::read(here.join("cases.json"))?)?;
     let cases: Vec<(String, u64)> = cases["cases"]

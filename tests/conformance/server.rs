@@ -2,7 +2,7 @@
 //! `SseLayer`, records what each client sends, and collects the results a browser posts back.
 //!
 //! ```text
-//! cargo run --example conformance --features json -- --listen 127.0.0.1:0
+//! cargo run -p tower-sse-fixtures --bin conformance -- --listen 127.0.0.1:0
 //! bash scripts/conformance.sh        # builds this, runs the three drivers, prints the table
 //! ```
 //!
@@ -688,7 +688,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance")),
+        dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../conformance")),
         exit_after: Duration::from_secs(900),
     };
     let mut given = std::env::args().skip(1);

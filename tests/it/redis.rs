@@ -473,6 +473,62 @@ async fn a_resume_sends_its_whole_replay_before_a_hot_topic_can_end_it_as_lagged
     hot.await.unwrap_or_else(|e| panic!("{e}")); // ok: test
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_joining_a_new_topic_together_miss_nothing_after_their_first_event() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (hub_on(&server, 10_000), hub_on(&server, 10_000));
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    for round in 0..4 {
+        // A topic new on node `a`, published to at full rate through node `b` while twenty
+        // subscribers join it on `a` at once (their first reads of its newest id interleave
+        // with the reader handing its entries on).
+        let topic = format!("fresh {round}");
+        let publisher = tokio::spawn({
+            let (b, topic) = (b.clone(), topic.clone());
+            async move {
+                let mut ids = Vec::new();
+                for n in 0..1_000 {
+                    ids.push(publish(&b, &topic, &n.to_string()).await);
+                }
+                ids.push(publish(&b, &topic, "end").await);
+                ids
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let joins = (0..20).map(|_| hub_subscribe(&a, &topic));
+        let subscriptions = futures_util::future::join_all(joins).await;
+        let readers = subscriptions.into_iter().map(|subscription| async move {
+            let mut reader = Reader::of(subscription);
+            reader
+                .until(Duration::from_secs(30), |reader| {
+                    reader.data().last().is_some_and(|data| data == "end")
+                })
+                .await;
+            reader.ids()
+        });
+        let received = futures_util::future::join_all(readers).await;
+        let published = publisher.await.unwrap_or_else(|e| panic!("{e}")); // ok: test
+        for (k, ids) in received.iter().enumerate() {
+            let first = ids
+                .first()
+                .and_then(|id| published.iter().position(|p| p == id));
+            let first = first.unwrap_or_else(|| panic!("round {round}, subscriber {k}: nothing")); // ok: test
+            assert_eq!(
+                ids[..],
+                published[first..],
+                "round {round}, subscriber {k}: an event lost or twice"
+            );
+        }
+    }
+}
+
+async fn hub_subscribe(hub: &Hub, topic: &str) -> Subscription {
+    subscribe(hub, &[topic], None).await
+}
+
 /// Adds an entry to topic `t` as something else than a hub would; its id.
 async fn raw(connection: &mut redis::aio::MultiplexedConnection, fields: &str) -> String {
     let mut cmd = redis::cmd("XADD");

@@ -160,10 +160,14 @@ impl Live {
 
     /// [`position`](Self::position) for a topic whose stream's newest id was `newest` after it
     /// was made live: every entry after it (or after what the ring holds, if later) is appended
-    /// from now on.
+    /// from now on. A tail already known stays where it is (someone settled it meanwhile, and
+    /// its subscribers count on the ring holding everything after it).
     pub(super) fn settle(&self, newest: EntryId) -> (u64, EntryId) {
         let mut tail = self.tail();
-        let id = tail.last.map_or(newest, |last| last.max(newest));
+        let id = match tail.last {
+            Some(last) if tail.known => last,
+            last => last.map_or(newest, |last| last.max(newest)),
+        };
         tail.last = Some(id);
         tail.known = true;
         (self.topic.read().last, id)
@@ -277,5 +281,67 @@ impl LiveTopics {
             drop(live.topic.write());
             live.topic.wake_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::redis::item::parse_entry;
+    use redis::Value;
+
+    fn entry(topic: &Arc<str>, id: &str) -> Parsed {
+        let value = Value::Array(vec![
+            Value::BulkString(id.into()),
+            Value::Array(vec![
+                Value::BulkString(b"e".to_vec()),
+                Value::BulkString(format!("data: {id}\n").into_bytes()),
+            ]),
+        ]);
+        parse_entry(topic, &value).unwrap_or_else(|| panic!("an entry")) // ok: test
+    }
+
+    fn id(text: &str) -> EntryId {
+        EntryId::parse(text.as_bytes()).unwrap_or_else(|| panic!("an id")) // ok: test
+    }
+
+    #[test]
+    fn a_known_tail_is_not_moved_by_a_later_settle_so_the_ring_misses_nothing() {
+        let node = Node::new(RingBounds {
+            events: 100,
+            bytes: 1 << 20,
+        });
+        let live = Arc::new(Live {
+            topic: Arc::new(Topic::new(0)),
+            key: "k".into(),
+            tail: Mutex::default(),
+        });
+        let topic: Arc<str> = Arc::from("t");
+        // Made live: the reader hands on what it reads, before anyone knows where the ring
+        // starts.
+        node.deliver(vec![(live.clone(), entry(&topic, "5-0"))]);
+        assert_eq!(live.position(), None);
+        // The first subscriber read the newest id 10-0 after the topic was made live.
+        let (cursor, seam) = live.settle(id("10-0"));
+        assert_eq!(seam, id("10-0"));
+        // A second read 20-0 (an entry published since), settled later: the tail stays, or
+        // the first subscriber would never get 15-0 and 20-0.
+        assert_eq!(live.settle(id("20-0")).1, id("10-0"));
+        node.deliver(vec![
+            (live.clone(), entry(&topic, "8-0")),
+            (live.clone(), entry(&topic, "15-0")),
+            (live.clone(), entry(&topic, "20-0")),
+        ]);
+        let ring = live.topic.read();
+        let after: Vec<Option<&str>> = ring
+            .range(cursor, u64::MAX)
+            .map(|entry| entry.event.id())
+            .collect();
+        assert_eq!(after, [Some("15-0"), Some("20-0")]);
+        drop(ring);
+        // A cut moves it on: everything before is gone for its subscribers.
+        node.cut(&live, id("30-0"));
+        assert_eq!(live.position().map(|(_, seam)| seam), Some(id("30-0")));
+        assert!(live.topic.read().trimmed > cursor);
     }
 }
