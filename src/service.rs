@@ -162,20 +162,6 @@ impl<S> SseService<S> {
             stream,
         }
     }
-
-    /// [`begin`](Self::begin) for a request that is a subscription, whole.
-    #[cfg(feature = "grpc")]
-    pub(crate) fn begin_call<B>(&self, request: Request<B>) -> (Request<B>, Begun) {
-        let (mut parts, body) = request.into_parts();
-        let begun = self.begin(&mut parts, true, true);
-        (Request::from_parts(parts, body), begun)
-    }
-
-    /// The configuration, for layers built on this one (gRPC).
-    #[allow(dead_code)]
-    pub(crate) fn config(&self) -> &Arc<Config> {
-        &self.config
-    }
 }
 
 /// The answer to an event stream request after the shutdown signal: the retry hint, the

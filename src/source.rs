@@ -140,8 +140,9 @@ where
     boxed_response(Box::pin(source))
 }
 
-/// [`response`] for a source already boxed.
-pub(crate) fn boxed_response(source: BoxSource) -> http::Response<SseBody<Empty<Bytes>>> {
+/// [`response`] for a source already boxed, with a body type of the caller's (it holds the
+/// source, and never the other body).
+pub(crate) fn boxed_response<B>(source: BoxSource) -> http::Response<SseBody<B>> {
     let slot = HandoffSlot::new(source);
     let body = SseBody::handoff(
         Handoff::Waiting(slot.clone()),

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::{Decoder, Item};
+use super::{Decode, Decoder, Item};
 use crate::Framing;
 
 /// What decoding produced: every item (as its debug text, so ids, events and data all count),
@@ -23,7 +23,7 @@ fn decode(framing: Framing, max: usize, input: &[u8], cuts: &[usize], bound: usi
 
 /// [`decode`] with a given decoder (the message limit `max` only shows in failures).
 pub(crate) fn decode_with(
-    mut decoder: Decoder,
+    mut decoder: impl Decode,
     max: usize,
     input: &[u8],
     cuts: &[usize],

@@ -82,7 +82,8 @@ pub(crate) enum Item {
 /// Where a decoder hands each complete item.
 pub(crate) type Emit<'a> = dyn FnMut(Item) -> Result<(), StreamError> + 'a;
 
-/// A decoder of a framing the core does not know (gRPC's): bytes in, items out.
+/// A decoder: bytes in, items out. The core's framings ([`Decoder`]) and gRPC's are decoders,
+/// each driven by the engine's [`Decoded`](crate::engine::Decoded) source.
 pub(crate) trait Decode: Send {
     /// Decodes one chunk, calling `emit` for every complete item. Stops at the first error.
     fn decode(&mut self, chunk: Bytes, emit: &mut Emit<'_>) -> Result<(), StreamError>;
@@ -98,17 +99,11 @@ pub(crate) trait Decode: Send {
     fn held(&self) -> usize;
 }
 
-/// The decoder of one response, picked by its [`Framing`] (or given by a layer built on this
-/// one).
+/// The decoder of one response, picked by its [`Framing`].
 pub(crate) enum Decoder {
-    Frames {
-        max: usize,
-    },
+    Frames { max: usize },
     Lines(Box<LineDecoder>),
     EventStream(Box<EventStreamDecoder>),
-    /// The seam for layers built on the core (gRPC's decoder).
-    #[allow(dead_code)]
-    Other(Box<dyn Decode>),
 }
 
 impl std::fmt::Debug for Decoder {
@@ -117,7 +112,6 @@ impl std::fmt::Debug for Decoder {
             Self::Frames { .. } => "Decoder::Frames",
             Self::Lines(_) => "Decoder::Lines",
             Self::EventStream(_) => "Decoder::EventStream",
-            Self::Other(_) => "Decoder::Other",
         })
     }
 }
@@ -148,15 +142,6 @@ impl Decoder {
             Self::Frames { max } => frames::decode(chunk, *max, emit),
             Self::Lines(decoder) => decoder.decode(chunk, emit),
             Self::EventStream(decoder) => decoder.decode(chunk, emit),
-            Self::Other(decoder) => decoder.decode(chunk, emit),
-        }
-    }
-
-    /// The inner body's trailers: only other framings read them (gRPC's status).
-    pub(crate) fn trailers(&mut self, trailers: &HeaderMap) -> Result<(), StreamError> {
-        match self {
-            Self::Other(decoder) => decoder.trailers(trailers),
-            _ => Ok(()),
         }
     }
 
@@ -167,7 +152,6 @@ impl Decoder {
             Self::Frames { .. } => 0,
             Self::Lines(decoder) => decoder.held(),
             Self::EventStream(decoder) => decoder.held(),
-            Self::Other(decoder) => decoder.held(),
         }
     }
 
@@ -186,8 +170,27 @@ impl Decoder {
             Self::Frames { .. } => Ok(()),
             Self::Lines(decoder) => decoder.finish(emit),
             Self::EventStream(decoder) => decoder.finish(emit),
-            Self::Other(decoder) => decoder.finish(emit),
         }
+    }
+}
+
+impl Decode for Decoder {
+    fn decode(&mut self, chunk: Bytes, emit: &mut Emit<'_>) -> Result<(), StreamError> {
+        Decoder::decode(self, chunk, emit)
+    }
+
+    /// The core's framings read no trailers.
+    fn trailers(&mut self, _trailers: &HeaderMap) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StreamError> {
+        Decoder::finish(self, emit)
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        Decoder::held(self)
     }
 }
 

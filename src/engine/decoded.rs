@@ -1,5 +1,5 @@
-//! [`Decoded`]: the source of an inner body, cut into messages by a decoder and mapped to
-//! events.
+//! [`Decoded`]: the source of an inner body, cut into messages by a decoder (one of the core's
+//! framings, or gRPC's) and mapped to events.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -9,7 +9,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::{Output, Source};
-use crate::decode::{Decoder, Item};
+use crate::decode::{Decode, Decoder, Item};
 use crate::error::BoxError;
 use crate::StreamError;
 
@@ -19,23 +19,24 @@ const FRAMES_PER_POLL: usize = 1024;
 
 pin_project! {
     /// An inner body through its decoder.
-    pub(crate) struct Decoded<B> {
+    pub(crate) struct Decoded<B, D = Decoder> {
         #[pin]
         body: B,
-        decoder: Decoder,
+        decoder: D,
     }
 }
 
-impl<B> Decoded<B> {
-    pub(crate) fn new(body: B, decoder: Decoder) -> Self {
+impl<B, D> Decoded<B, D> {
+    pub(crate) fn new(body: B, decoder: D) -> Self {
         Self { body, decoder }
     }
 }
 
-impl<B> Source for Decoded<B>
+impl<B, D> Source for Decoded<B, D>
 where
     B: Body,
     B::Error: Into<BoxError>,
+    D: Decode,
 {
     fn poll_events(
         self: Pin<&mut Self>,

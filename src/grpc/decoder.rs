@@ -283,7 +283,6 @@ mod fuzz {
 
     use super::GrpcDecoder;
     use crate::decode::fuzz::{decode_with, grown, limits, with_cuts};
-    use crate::decode::Decoder;
 
     /// A gRPC body: messages of any length (some over the small limits), now and then a
     /// compressed flag, and sometimes stray bytes at the end.
@@ -318,7 +317,7 @@ mod fuzz {
         ) {
             // An unfinished prefix or message at most.
             let bound = grown(max + 5);
-            let decoder = || Decoder::Other(Box::new(GrpcDecoder::new(max)));
+            let decoder = || GrpcDecoder::new(max);
             let whole = decode_with(decoder(), max, &input, &[], usize::MAX);
             prop_assert_eq!(decode_with(decoder(), max, &input, &cuts, bound), whole);
         }

@@ -1,5 +1,11 @@
 //! [`GrpcLayer`] and [`GrpcService`]: event stream requests become gRPC calls, and their
-//! responses event streams, through the core's engine with a gRPC decoder.
+//! responses sources of events ([`Decoded`] with the gRPC decoder), which the core's layer
+//! serves like any other handed-over source (see [`crate::source`]).
+//!
+//! The service is an [`SseService`] around [`Calls`]: the `SseService` gives every request
+//! what `SseLayer` gives it (its place under the limits, `Disconnect`, `Last-Event-ID`, the
+//! answer after the shutdown signal), and `Calls` turns a subscription into a call and the
+//! call's response into a stream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,6 +14,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -16,14 +23,13 @@ use super::decoder::GrpcDecoder;
 use super::request::{self, RequestBody};
 use super::status::{self, http_status, CallError};
 use crate::config::Config;
-use crate::decode::Decoder;
-use crate::disconnect::DisconnectGuard;
-use crate::future::{ResponseFuture, StreamRequest};
+use crate::engine::Decoded;
+use crate::error::BoxError;
+use crate::future::ResponseFuture;
 use crate::headers::{
     accepts_event_stream, content_type, is_grpc, remove_hop_by_hop_headers,
     set_event_stream_headers,
 };
-use crate::service::Begun;
 use crate::{SseBody, SseService};
 
 /// The layer [`SseLayer::grpc`](crate::SseLayer::grpc) gives: [`SseLayer`](crate::SseLayer)'s
@@ -61,8 +67,12 @@ impl<S> Layer<S> for GrpcLayer {
     type Service = GrpcService<S>;
 
     fn layer(&self, inner: S) -> GrpcService<S> {
+        let calls = Calls {
+            inner,
+            max: self.config.max_message_size,
+        };
         GrpcService {
-            inner: SseService::from_config(inner, self.config.clone()),
+            inner: SseService::from_config(calls, self.config.clone()),
         }
     }
 }
@@ -79,20 +89,20 @@ impl std::fmt::Debug for GrpcLayer {
 /// gRPC calls, and their responses into event streams.
 #[derive(Clone)]
 pub struct GrpcService<S> {
-    inner: SseService<S>,
+    inner: SseService<Calls<S>>,
 }
 
 impl<S> GrpcService<S> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
+        &self.inner.get_ref().inner
     }
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for GrpcService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcService")
-            .field("inner", &self.inner)
+            .field("inner", self.get_ref())
             .finish()
     }
 }
@@ -100,8 +110,12 @@ impl<S: std::fmt::Debug> std::fmt::Debug for GrpcService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcService<S>
 where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ResBody: Body + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<SseBody<ResBody>>;
+    /// A subscription's stream is served from its source; every other response's body passes
+    /// through both layers of [`SseBody`] untouched.
+    type Response = Response<SseBody<SseBody<ResBody>>>;
     type Error = S::Error;
     type Future = GrpcFuture<S::Future, ResBody>;
 
@@ -111,11 +125,8 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let kind = match subscription(&request) {
-            Subscription::None => FutureKind::Plain {
-                future: self.inner.call(request.map(RequestBody::client)),
-            },
             // `HEAD`, `OPTIONS` and the rest cannot carry a call: the client's error, not a
-            // failed call.
+            // failed call, answered before it takes a place under the limits.
             Subscription::WrongMethod => {
                 let mut response = reply(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -129,30 +140,96 @@ where
                     response: Some(response),
                 }
             }
-            Subscription::Call => {
-                let max = self.inner.config().max_message_size;
-                match request::into_grpc_call(request, max) {
-                    Err(refused) => FutureKind::Answered {
-                        response: Some(reply(
-                            refused.status,
-                            "text/plain; charset=utf-8",
-                            refused.reason,
-                        )),
-                    },
-                    Ok(call) => match self.inner.begin_call(call) {
-                        (_, Begun::Answered(response)) => FutureKind::Plain {
-                            future: ResponseFuture::answered(response),
-                        },
-                        (call, Begun::Call { done, stream }) => FutureKind::Call {
-                            future: self.inner.get_mut().call(call),
-                            done: Some(done),
-                            stream: Some(stream),
-                        },
-                    },
-                }
-            }
+            Subscription::Call | Subscription::None => FutureKind::Served {
+                future: self.inner.call(request),
+            },
         };
         GrpcFuture { kind }
+    }
+}
+
+/// The inner service as the core's layer sees it: a subscription becomes a call, whose response
+/// becomes a handed-over source; anything else is called as it is.
+#[derive(Clone)]
+struct Calls<S> {
+    inner: S,
+    /// The largest message, as the layer was configured.
+    max: usize,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Calls<S>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ResBody: Body + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<SseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = CallFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if subscription(&request) != Subscription::Call {
+            return CallFuture::Plain {
+                future: self.inner.call(request.map(RequestBody::client)),
+            };
+        }
+        match request::into_grpc_call(request, self.max) {
+            Err(refused) => CallFuture::Answered {
+                response: Some(reply(
+                    refused.status,
+                    "text/plain; charset=utf-8",
+                    refused.reason,
+                )),
+            },
+            Ok(call) => CallFuture::Call {
+                future: self.inner.call(call),
+                max: self.max,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Calls`].
+    #[project = CallFutureProj]
+    enum CallFuture<F, B> {
+        // A subscription become a call.
+        Call { #[pin] future: F, max: usize },
+        // Not a subscription: called as it is.
+        Plain { #[pin] future: F },
+        // A subscription refused before any call.
+        Answered { response: Option<Response<SseBody<B>>> },
+    }
+}
+
+impl<F, B, E> Future for CallFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<SseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CallFutureProj::Call { future, max } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(into_event_stream(response, *max)))
+            }
+            CallFutureProj::Plain { future } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(response.map(|body| SseBody::untouched(body, None))))
+            }
+            CallFutureProj::Answered { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled again after it completed: there is nothing left to give.
+                None => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -198,42 +275,24 @@ pin_project! {
 pin_project! {
     #[project = FutureKindProj]
     enum FutureKind<F, B> {
-        // Not a subscription: as `SseService` serves it.
-        Plain { #[pin] future: ResponseFuture<F> },
-        // A subscription become a call.
-        Call {
-            #[pin]
-            future: F,
-            // Cancels the request's `Disconnect` handle when dropped; moves into the body.
-            done: Option<DisconnectGuard>,
-            stream: Option<StreamRequest>,
-        },
-        // The request was refused before any call.
-        Answered { response: Option<Response<SseBody<B>>> },
+        // Through the core's layer (a subscription becomes a call there).
+        Served { #[pin] future: ResponseFuture<CallFuture<F, B>> },
+        // The request was refused before the layer.
+        Answered { response: Option<Response<SseBody<SseBody<B>>>> },
     }
 }
 
 impl<F, B, E> Future for GrpcFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Body + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<SseBody<B>>, E>;
+    type Output = Result<Response<SseBody<SseBody<B>>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            FutureKindProj::Plain { future } => future.poll(cx),
-            FutureKindProj::Call {
-                future,
-                done,
-                stream,
-            } => {
-                let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(match stream.take() {
-                    Some(stream) => into_event_stream(response, stream, done.take()),
-                    // Polled again after it completed: nothing is left to make a stream of.
-                    None => response.map(|body| SseBody::untouched(body, done.take())),
-                }))
-            }
+            FutureKindProj::Served { future } => future.poll(cx),
             FutureKindProj::Answered { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),
                 // Polled again after it completed: there is nothing left to give.
@@ -249,19 +308,20 @@ impl<F, B> std::fmt::Debug for GrpcFuture<F, B> {
     }
 }
 
-/// The response to a call, as the event stream client gets it: the messages as events, or the
-/// status of a call that failed before any message as an HTTP status. A response that is not
-/// gRPC (a `404` from a router, say) passes untouched.
-fn into_event_stream<B>(
-    response: Response<B>,
-    stream: StreamRequest,
-    done: Option<DisconnectGuard>,
-) -> Response<SseBody<B>> {
+/// The response to a call, as the core's layer gets it: a source of the messages as events
+/// (handed over, so the layer serves it with its own settings and limits), or the status of a
+/// call that failed before any message as an HTTP status. A response that is not gRPC (a `404`
+/// from a router, say) passes untouched.
+fn into_event_stream<B>(response: Response<B>, max: usize) -> Response<SseBody<B>>
+where
+    B: Body + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let (mut head, body) = response.into_parts();
     if !head.status.is_success() || !is_grpc(&head.headers) {
-        return Response::from_parts(head, SseBody::untouched(body, done));
+        return Response::from_parts(head, SseBody::untouched(body, None));
     }
-    let mut decoder = GrpcDecoder::new(stream.config.max_message_size);
+    let mut decoder = GrpcDecoder::new(max);
     // A status in the head is a "trailers-only" response: the call ended before any message.
     let trailers_only = decoder.trailers(&head.headers).err();
     if let Some(CallError::Status { code, message }) =
@@ -280,16 +340,15 @@ fn into_event_stream<B>(
         *response.headers_mut() = head.headers;
         return response;
     }
-    let admission = match stream.entry.admit(&stream.config, stream.vary_accept) {
-        Ok(admission) => admission,
-        Err(refusal) => return (*refusal).map(SseBody::fixed),
-    };
+    // The call's head (its metadata) with the handed-over source's: an event stream.
+    let (handoff, body_of_handoff) =
+        crate::source::boxed_response(Box::pin(Decoded::new(body, decoder))).into_parts();
     head.status = StatusCode::OK;
-    set_event_stream_headers(&mut head.headers, stream.vary_accept);
     remove_grpc_headers(&mut head.headers);
-    let decoder = Decoder::Other(Box::new(decoder));
-    let body = SseBody::events(body, decoder, stream.config, done, admission);
-    Response::from_parts(head, body)
+    head.headers.remove(header::CONTENT_LENGTH);
+    set_event_stream_headers(&mut head.headers, false);
+    head.extensions.extend(handoff.extensions);
+    Response::from_parts(head, body_of_handoff)
 }
 
 /// The layer's own short answer to an event stream request: not to be cached, and apart from
