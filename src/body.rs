@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -15,6 +15,12 @@ use crate::engine::Admission;
 use crate::engine::{copy_out, Decoded, Engine, Handoff};
 use crate::error::BoxError;
 
+/// A stream's compressor, if it has one (nothing at all without the feature `compression`).
+#[cfg(feature = "compression")]
+type CompressorSlot = Option<Box<crate::compression::Compressor>>;
+#[cfg(not(feature = "compression"))]
+type CompressorSlot = ();
+
 pin_project! {
     /// The response body of [`SseService`](crate::SseService): the inner body untouched, or an
     /// event stream written by the layer.
@@ -26,6 +32,8 @@ pin_project! {
         kind: Kind<B>,
         // Resolves the request's `Disconnect` handle when the body is dropped.
         done: Option<DisconnectGuard>,
+        // Compresses an event stream's frames, for a client that asked.
+        compressor: CompressorSlot,
     }
 }
 
@@ -58,6 +66,7 @@ impl<B> SseBody<B> {
         Self {
             kind: Kind::Untouched { body },
             done,
+            compressor: CompressorSlot::default(),
         }
     }
 
@@ -66,6 +75,7 @@ impl<B> SseBody<B> {
         Self {
             kind: Kind::Answer { text: Some(text) },
             done: None,
+            compressor: CompressorSlot::default(),
         }
     }
 
@@ -84,6 +94,7 @@ impl<B> SseBody<B> {
         Self {
             kind: Kind::Events { engine },
             done: Some(disconnect.guard()),
+            compressor: CompressorSlot::default(),
         }
     }
 
@@ -99,7 +110,18 @@ impl<B> SseBody<B> {
         Self {
             kind: Kind::Handoff { engine },
             done: Some(disconnect.guard()),
+            compressor: CompressorSlot::default(),
         }
+    }
+
+    /// This event stream, its frames compressed by `compressor`.
+    #[cfg(feature = "compression")]
+    pub(crate) fn compressed(
+        mut self,
+        compressor: Option<Box<crate::compression::Compressor>>,
+    ) -> Self {
+        self.compressor = compressor;
+        self
     }
 
     /// Whether this body is an event stream (and not the inner body passed through).
@@ -122,6 +144,17 @@ impl<B> std::fmt::Debug for SseBody<B> {
     }
 }
 
+impl<B> SseBody<B> {
+    /// Whether the compressed stream, if any, has ended too.
+    fn compression_ended(&self) -> bool {
+        #[cfg(feature = "compression")]
+        if let Some(compressor) = &self.compressor {
+            return compressor.is_ended();
+        }
+        true
+    }
+}
+
 impl<B> Body for SseBody<B>
 where
     B: Body,
@@ -134,21 +167,32 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Untouched { body } => body.poll_frame(cx).map(|frame| {
-                frame.map(|frame| frame.map(|frame| frame.map_data(|mut data| copy_out(&mut data))))
-            }),
-            KindProj::Events { engine } => engine.poll_frame(cx).map(|frame| frame.map(Ok)),
-            KindProj::Handoff { engine } => engine.poll_frame(cx).map(|frame| frame.map(Ok)),
-            KindProj::Answer { text } => Poll::Ready(text.take().map(|text| Ok(Frame::data(text)))),
-        }
+        let this = self.project();
+        let frame = match this.kind.project() {
+            KindProj::Untouched { body } => {
+                return body.poll_frame(cx).map(|frame| {
+                    frame.map(|frame| {
+                        frame.map(|frame| frame.map_data(|mut data| copy_out(&mut data)))
+                    })
+                })
+            }
+            KindProj::Events { engine } => ready!(engine.poll_frame(cx)),
+            KindProj::Handoff { engine } => ready!(engine.poll_frame(cx)),
+            KindProj::Answer { text } => text.take().map(Frame::data),
+        };
+        #[cfg(feature = "compression")]
+        let frame = match this.compressor {
+            Some(compressor) => compressor.next(frame),
+            None => frame,
+        };
+        Poll::Ready(frame.map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Untouched { body } => body.is_end_stream(),
-            Kind::Events { engine } => engine.is_done(),
-            Kind::Handoff { engine } => engine.is_done(),
+            Kind::Events { engine } => engine.is_done() && self.compression_ended(),
+            Kind::Handoff { engine } => engine.is_done() && self.compression_ended(),
             Kind::Answer { text } => text.is_none(),
         }
     }

@@ -54,6 +54,9 @@ pub(crate) struct Config {
     pub(crate) metrics_label: Option<(&'static str, crate::metrics::LabelFn)>,
     pub(crate) max_age: Option<Duration>,
     pub(crate) write_deadline: Option<Duration>,
+    /// How streams are compressed for clients that ask.
+    #[cfg(feature = "compression")]
+    pub(crate) compression: Option<crate::compression::Compression>,
     /// The heartbeat comment, encoded once.
     pub(crate) heartbeat_bytes: Bytes,
     /// The first bytes of every stream: the retry hint, or the heartbeat comment.
@@ -83,6 +86,8 @@ impl Default for Config {
             metrics_label: None,
             max_age: None,
             write_deadline: Some(DEFAULT_WRITE_DEADLINE),
+            #[cfg(feature = "compression")]
+            compression: None,
             heartbeat_bytes: Bytes::new(),
             preamble: Bytes::new(),
         };
@@ -458,13 +463,34 @@ macro_rules! builder_methods {
             self.config_mut().write_deadline = deadline;
             self
         }
+
+        /// Compresses event streams for clients whose `Accept-Encoding` allows it (feature
+        /// `compression`; default: never), flushing after every frame, so no event waits. A
+        /// response the inner service compressed itself still passes untouched. Off by
+        /// default: read the README's "Compression" section for when a shared context is safe.
+        ///
+        /// ```
+        /// use tower_sse::compression::Compression;
+        /// use tower_sse::SseLayer;
+        ///
+        /// let layer = SseLayer::new().compression(Compression::new().zstd_level(1));
+        /// # let _ = layer;
+        /// ```
+        #[cfg(feature = "compression")]
+        #[must_use = "a builder method returns the configured value"]
+        pub fn compression(mut self, compression: $crate::compression::Compression) -> Self {
+            let enabled = !compression.codings.is_empty();
+            self.config_mut().compression = enabled.then_some(compression);
+            self
+        }
     };
 }
 pub(crate) use builder_methods;
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
+        let mut debug = f.debug_struct("Config");
+        debug
             .field("heartbeat", &self.heartbeat)
             .field("heartbeat_comment", &self.heartbeat_comment)
             .field("retry", &self.retry)
@@ -480,7 +506,9 @@ impl std::fmt::Debug for Config {
             .field("retry_jitter", &self.retry_jitter)
             .field("limits", &self.limits)
             .field("max_age", &self.max_age)
-            .field("write_deadline", &self.write_deadline)
-            .finish_non_exhaustive()
+            .field("write_deadline", &self.write_deadline);
+        #[cfg(feature = "compression")]
+        debug.field("compression", &self.compression);
+        debug.finish_non_exhaustive()
     }
 }

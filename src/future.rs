@@ -26,6 +26,9 @@ pub(crate) struct StreamRequest {
     /// Whether the choice depended on `Accept` (so caches must vary on it).
     pub(crate) vary_accept: bool,
     pub(crate) entry: Entry,
+    /// The coding the request accepts, if the layer compresses and it accepts one.
+    #[cfg(feature = "compression")]
+    pub(crate) coding: Option<crate::compression::Coding>,
 }
 
 /// How a stream is let in.
@@ -187,6 +190,8 @@ fn into_event_stream<B>(
         config,
         vary_accept,
         entry,
+        #[cfg(feature = "compression")]
+        coding,
     } = stream;
     let admitted = entry.is_admitted();
     if !admitted && handed_over.is_none() && !is_event_stream(&head.headers) {
@@ -205,12 +210,20 @@ fn into_event_stream<B>(
     // Clients accept exactly 200 for an event stream.
     head.status = StatusCode::OK;
     set_event_stream_headers(&mut head.headers, vary_accept);
-    if let Some(source) = handed_over {
-        let body = SseBody::handoff(Handoff::Taken(source), config, done, admission);
-        return Response::from_parts(head, body);
-    }
-    let decoder = Decoder::new(framing, config.max_message_size, config.retry);
-    let body = SseBody::events(body, decoder, config, done, admission);
+    #[cfg(feature = "compression")]
+    let compressor = config
+        .compression
+        .as_ref()
+        .and_then(|compression| compression.start(coding, &mut head.headers));
+    let body = match handed_over {
+        Some(source) => SseBody::handoff(Handoff::Taken(source), config, done, admission),
+        None => {
+            let decoder = Decoder::new(framing, config.max_message_size, config.retry);
+            SseBody::events(body, decoder, config, done, admission)
+        }
+    };
+    #[cfg(feature = "compression")]
+    let body = body.compressed(compressor);
     Response::from_parts(head, body)
 }
 

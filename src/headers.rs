@@ -131,10 +131,16 @@ pub(crate) fn set_event_stream_headers(headers: &mut HeaderMap, vary_accept: boo
 
 /// Adds `Vary: Accept` unless the response already varies on it (or on everything).
 pub(crate) fn add_vary_accept(headers: &mut HeaderMap) {
-    let varies =
-        list(headers, &header::VARY).any(|name| name == "*" || name.eq_ignore_ascii_case("accept"));
+    add_vary(headers, "accept");
+}
+
+/// Adds `name` (a request header's name, lowercase) to `Vary` unless the response already
+/// varies on it (or on everything).
+pub(crate) fn add_vary(headers: &mut HeaderMap, name: &'static str) {
+    let varies = list(headers, &header::VARY)
+        .any(|listed| listed == "*" || listed.eq_ignore_ascii_case(name));
     if !varies {
-        headers.append(header::VARY, HeaderValue::from_static("accept"));
+        headers.append(header::VARY, HeaderValue::from_static(name));
     }
 }
 

@@ -75,6 +75,7 @@
 //! | `hub` | `hub::Hub`: topics, publish once to every subscriber, exact resume after `Last-Event-ID` |
 //! | `axum` | `Disconnect` and `LastEventId` as axum extractors (`Option<LastEventId>` too), and `IntoResponse` for the hub's `Subscription` and `HubError` |
 //! | `metrics` | stream, event, byte, close, refusal and hub metrics on the `metrics` facade (below) |
+//! | `compression` | `SseLayer::compression`: zstd, br or gzip for clients that ask, flushed after every frame (`compression::Compression`) |
 //! | `full` | all of the above |
 //!
 //! Without a feature: stream limits ([`SseLayer::max_streams`]), retry jitter
@@ -132,6 +133,8 @@ mod message;
 mod metrics;
 mod service;
 
+#[cfg(feature = "compression")]
+pub mod compression;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 #[cfg(feature = "grpc")]

@@ -144,6 +144,12 @@ impl<S> SseService<S> {
         if let Some(id) = LastEventId::from_headers(&request.headers) {
             request.extensions.insert(id);
         }
+        // The client's own codings, read before the inner service is asked for identity.
+        #[cfg(feature = "compression")]
+        let coding = config
+            .compression
+            .as_ref()
+            .and_then(|compression| compression.negotiate(&request.headers));
         if convert {
             // Only an identity body can be re-framed: ask the inner service (or upstream) for
             // one, rather than receive a compressed body that would pass through unconverted.
@@ -156,6 +162,8 @@ impl<S> SseService<S> {
             config: config.clone(),
             vary_accept,
             entry,
+            #[cfg(feature = "compression")]
+            coding,
         };
         Begun::Call {
             done: disconnect.guard(),

@@ -4,6 +4,8 @@
 //! (its client fleet runs in processes of its own).
 
 mod axum;
+#[cfg(feature = "compression")]
+mod compression;
 mod disconnect;
 mod encoder;
 // The examples' probes need the demo, which needs the `axum` feature.
