@@ -2,13 +2,15 @@
 //! the lifecycle settings a production server wants: Ctrl-C (or SIGTERM) ends open streams with
 //! a final event and the server exits within seconds whatever its clients do, streams end after
 //! about an hour so load rebalances, half-open peers are found within heartbeat + write
-//! deadline, and a client that sends half a request head is closed after 10 s. `serve/mod.rs`
-//! has the serving loop (hyper-util, with a head timeout and a bounded drain).
+//! deadline, a client that sends half a request head is closed after 10 s, and clients that
+//! accept zstd, br or gzip get their stream compressed, each frame flushed as it is written.
+//! `serve/mod.rs` has the serving loop (hyper-util, with a head timeout and a bounded drain).
 //!
 //! ```text
-//! cargo run --example demo --features axum
+//! cargo run --example demo --features axum,compression
 //! open http://127.0.0.1:3000                       # a page using EventSource
 //! curl -N -H 'Accept: text/event-stream' http://127.0.0.1:3000/ticks
+//! curl -N --compressed -H 'Accept: text/event-stream' http://127.0.0.1:3000/ticks
 //! ```
 
 use std::convert::Infallible;
@@ -22,6 +24,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tower_sse::compression::Compression;
 use tower_sse::{Disconnect, Event, LastEventId, SseLayer};
 
 mod serve;
@@ -48,6 +51,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_age(Duration::from_secs(3600))
         .graceful_shutdown(shutdown.clone())
         .shutdown_event(Event::default().event("bye")?.data("server restarting"))
+        // zstd, br or gzip for clients that ask (browsers do): the ticks carry no secret, so one
+        // context per stream is safe (see the README's "Compression").
+        .compression(Compression::new())
         .on_close(|info| {
             println!(
                 "stream closed ({:?}) after {:.1?}: {} events, {} bytes, last id {:?}",
@@ -64,6 +70,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     println!("try: curl -N -H 'Accept: text/event-stream' http://{addr}/ticks");
+    println!(
+        "or compressed: curl -N --compressed -H 'Accept: text/event-stream' http://{addr}/ticks"
+    );
     serve::cancel_on_signal(shutdown.clone());
     // Unacknowledged bytes (heartbeats, at least) abort a connection after the write deadline:
     // a peer that vanished without a FIN or RST is found within heartbeat + deadline.

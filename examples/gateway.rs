@@ -4,7 +4,7 @@
 //! is closed after 10 s (`serve/mod.rs`).
 //!
 //! ```text
-//! cargo run --example demo --features axum &    # an upstream on 127.0.0.1:3000
+//! cargo run --example demo --features axum,compression &    # an upstream on 127.0.0.1:3000
 //! cargo run --example gateway --features gateway -- --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000
 //! curl -N -H 'Accept: text/event-stream' http://127.0.0.1:8080/ticks
 //! ```

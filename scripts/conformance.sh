@@ -5,7 +5,9 @@
 # tests/conformance/package-lock.json), builds and starts the fixture server
 # (tests/conformance/server.rs) on 127.0.0.1, runs the four drivers (headless Chromium's
 # EventSource, the npm `eventsource` client, the npm `eventsource-parser` over every byte split),
-# prints the table case × client and ends with "N passed, N failed" (exit 1 on any failure).
+# prints the table case × client and ends with "N passed, N failed" (exit 1 on any failure); then
+# runs every case again with each stream compressed (gzip, br, zstd: CONFORMANCE_CODINGS) for
+# Chromium, the npm `eventsource` client (gzip, br) and the crate's reader.
 #
 #   bash scripts/conformance.sh
 #
@@ -66,46 +68,70 @@ SERVER="$TARGET_DIR/debug/conformance"
 READER="$TARGET_DIR/debug/conformance-reader"
 
 # --- the fixture server ------------------------------------------------------------------------
-"$SERVER" --listen 127.0.0.1:0 --dir "$CONF" --exit-after 900 >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER_PID=$!
-BASE=""
-for _ in $(seq 1 100); do
-  BASE=$(sed -n '1s/^listening on //p' "$WORK/server.out")
-  [ -n "$BASE" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$BASE" ]; then
-  cat "$WORK/server.err" >&2
-  log "the fixture server did not start"
-  exit 2
-fi
-log "fixture server at $BASE"
+# Starts the server with extra flags; sets BASE.
+start_server() {
+  "$SERVER" --listen 127.0.0.1:0 --dir "$CONF" --exit-after 900 "$@" >"$WORK/server.out" 2>"$WORK/server.err" &
+  SERVER_PID=$!
+  BASE=""
+  for _ in $(seq 1 100); do
+    BASE=$(sed -n '1s/^listening on //p' "$WORK/server.out")
+    [ -n "$BASE" ] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$BASE" ]; then
+    cat "$WORK/server.err" >&2
+    log "the fixture server did not start"
+    exit 2
+  fi
+  log "fixture server at $BASE${*:+ ($*)}"
+}
+
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
 
 # --- the drivers, in parallel (each bounded by its own timeouts, and by `timeout` here) ---------
-DRIVERS_START=$(date +%s)
-for name in parser node chromium; do
-  extra=()
-  [ "$name" = chromium ] && extra=(--chromium "$CHROMIUM")
-  timeout 300 node "$CONF/driver-$name.mjs" --base "$BASE" --out "$WORK" "${extra[@]}" \
-    >"$WORK/$name.out" 2>&1 &
-  DRIVER_PID[$name]=$!
-done
-# The crate's own reader, a Rust binary.
-timeout 300 "$READER" --base "$BASE" --out "$WORK" >"$WORK/reader.out" 2>&1 &
-DRIVER_PID[reader]=$!
-for name in parser node chromium reader; do
-  if wait "${DRIVER_PID[$name]}"; then
-    log "driver $name done after $(( $(date +%s) - DRIVERS_START )) s"
-  else
-    log "driver $name failed:"
-    cat "$WORK/$name.out" >&2
-  fi
-  unset "DRIVER_PID[$name]"
-done
+# run_drivers OUT ACCEPT_ENCODING NAME...: the named drivers against $BASE, results in OUT; the
+# node driver and the reader ask for ACCEPT_ENCODING when it is not empty (Chromium always asks
+# for gzip, deflate, br and zstd).
+run_drivers() {
+  local out=$1 accept=$2
+  shift 2
+  mkdir -p "$out"
+  local start
+  start=$(date +%s)
+  for name in "$@"; do
+    extra=()
+    [ "$name" = chromium ] && extra=(--chromium "$CHROMIUM")
+    [ "$name" = node ] && [ -n "$accept" ] && extra=(--accept-encoding "$accept")
+    if [ "$name" = reader ]; then
+      [ -n "$accept" ] && extra=(--accept-encoding "$accept")
+      # The crate's own reader, a Rust binary.
+      timeout 300 "$READER" --base "$BASE" --out "$out" "${extra[@]}" >"$out/$name.out" 2>&1 &
+    else
+      timeout 300 node "$CONF/driver-$name.mjs" --base "$BASE" --out "$out" "${extra[@]}" \
+        >"$out/$name.out" 2>&1 &
+    fi
+    DRIVER_PID[$name]=$!
+  done
+  for name in "$@"; do
+    if wait "${DRIVER_PID[$name]}"; then
+      log "driver $name done after $(( $(date +%s) - start )) s"
+    else
+      log "driver $name failed:"
+      cat "$out/$name.out" >&2
+    fi
+    unset "DRIVER_PID[$name]"
+  done
+}
 
 # --- the table ----------------------------------------------------------------------------------
 STATUS=0
+start_server
+run_drivers "$WORK" "" parser node chromium reader
 if [ -n "${CONFORMANCE_KEEP:-}" ]; then
   for client in chromium node parser reader; do
     id=$(node -e 'try { console.log(require(process.argv[1]).client ?? "") } catch { }' "$WORK/$client.json")
@@ -113,7 +139,32 @@ if [ -n "${CONFORMANCE_KEEP:-}" ]; then
   done
 fi
 node "$CONF/compare.mjs" --base "$BASE" --out "$WORK" >"$WORK/table.txt" 2>&1 || STATUS=$?
+cat "$WORK/table.txt"
+stop_server
+
+# --- compressed: every case again, each stream compressed with one coding -----------------------
+# Chromium asks for every coding; Node 20's fetch decodes gzip (what it asks for) and br (when
+# told to ask), not zstd; the reader decodes all three. CONFORMANCE_CODINGS="" skips this part.
+for coding in ${CONFORMANCE_CODINGS-gzip br zstd}; do
+  start_server --compression "$coding"
+  clients=(chromium reader)
+  [ "$coding" != zstd ] && clients=(chromium node reader)
+  run_drivers "$WORK/$coding" "$coding" "${clients[@]}"
+  if [ -n "${CONFORMANCE_KEEP:-}" ]; then
+    for client in "${clients[@]}"; do
+      id=$(node -e 'try { console.log(require(process.argv[1]).client ?? "") } catch { }' "$WORK/$coding/$client.json")
+      [ -n "$id" ] && curl -fsS --max-time 10 "$BASE/requests?client=$id" >"$WORK/$coding/requests-$client.json" || true
+    done
+  fi
+  table="$WORK/table-$coding.txt"
+  node "$CONF/compare.mjs" --base "$BASE" --out "$WORK/$coding" --coding "$coding" \
+    --clients "$(IFS=,; echo "${clients[*]}")" >"$table" 2>&1 || STATUS=1
+  echo
+  echo "== compressed with $coding: ${clients[*]}"
+  grep -E "^(FAIL|known|[0-9]+ (passed|event streams|documented))" "$table" || cat "$table"
+  stop_server
+done
+
 log "wall time $(( $(date +%s) - START )) s"
 [ -z "${CONFORMANCE_KEEP:-}" ] || log "results, logs and the server's request log kept in $WORK"
-cat "$WORK/table.txt"
 exit "$STATUS"

@@ -60,8 +60,8 @@ impl std::fmt::Display for Coding {
 /// layer writes (events, heartbeats, the retry hint, the shutdown and error events) is flushed
 /// whole: nothing waits for a buffer to fill.
 ///
-/// The defaults are chosen for many open streams: a 32 KiB window (`window_bits` 15), zstd
-/// level 3, brotli quality 5, gzip level 6. The README's "Compression" section gives the memory
+/// The defaults are chosen for many open streams: a 4 KiB window (`window_bits` 12), zstd
+/// level 3, brotli quality 4, gzip level 6. The README's "Compression" section gives the memory
 /// each compressed stream holds with them.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -79,9 +79,9 @@ impl Default for Compression {
         Self {
             codings: vec![Coding::Zstd, Coding::Brotli, Coding::Gzip],
             zstd_level: 3,
-            brotli_quality: 5,
+            brotli_quality: 4,
             gzip_level: 6,
-            window_bits: 15,
+            window_bits: 12,
             isolate_events: false,
         }
     }
@@ -111,7 +111,7 @@ impl Compression {
         self
     }
 
-    /// The brotli quality, from 0 (fastest) to 11 (default 5); clamped.
+    /// The brotli quality, from 0 (fastest) to 11 (default 4); clamped.
     pub fn brotli_quality(mut self, quality: u32) -> Self {
         self.brotli_quality = quality.min(11);
         self
@@ -124,8 +124,9 @@ impl Compression {
     }
 
     /// The base-2 logarithm of the history each coding matches against, from 10 (1 KiB) to 15
-    /// (32 KiB, the default); clamped. A smaller window holds less memory per stream and finds
-    /// fewer repeats across events.
+    /// (32 KiB); clamped (default 12, 4 KiB: a few dozen events of a token stream). A larger
+    /// window finds repeats further back and holds more memory per stream (zstd's tables are
+    /// sized to it; gzip's and brotli's hash tables are not).
     pub fn window_bits(mut self, bits: u8) -> Self {
         self.window_bits = bits.clamp(10, 15);
         self

@@ -4,16 +4,21 @@
 // case and check is a documented exception: shown as "known", counted apart, never dropped; an
 // exception that no longer happens is a failure, so the list stays true.
 //
-// node compare.mjs --base http://127.0.0.1:PORT --out DIR
+// node compare.mjs --base http://127.0.0.1:PORT --out DIR [--clients a,b] [--coding CODING]
+//
+// `--clients` compares only those clients; `--coding` (a run against `server --compression`)
+// also requires every event stream response a client got to have that `Content-Encoding`.
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { HERE, expandEvents, getJson, loadCases, need, parseArgs, readJson } from './common.mjs';
 
-const CLIENTS = ['chromium', 'node', 'parser', 'reader'];
+const ALL_CLIENTS = ['chromium', 'node', 'parser', 'reader'];
 const REAL_CLIENTS = new Set(['chromium', 'node']);
 
 const args = parseArgs();
+const CLIENTS = args.clients ? args.clients.split(',') : ALL_CLIENTS;
+const coding = args.coding ?? null;
 const base = need(args, 'base');
 const out = need(args, 'out');
 const cases = await loadCases();
@@ -142,6 +147,17 @@ function checkParser(client, want, rec, fail) {
   }
 }
 
+// Every event stream the server sent this client was compressed with `coding`, and the client
+// got at least one stream (a case that answers only 204 or 500 has none to check).
+function checkCoding(log, fail) {
+  for (const request of log?.requests ?? []) {
+    if (!/^text\/event-stream/i.test(request.content_type ?? '')) continue;
+    if (request.content_encoding !== coding) {
+      fail('coding', `connection ${request.connection}: content-encoding ${request.content_encoding ?? '(none)'}, want ${coding}`);
+    }
+  }
+}
+
 const rows = [];
 const details = [];
 let passed = 0;
@@ -160,6 +176,7 @@ for (const testCase of cases) {
     else if (!rec) fail('client', `no result${run.error ? ` (${run.error})` : ''}`);
     else if (REAL_CLIENTS.has(client)) checkRealClient(testCase.name, want, rec, run.log[testCase.name], fail);
     else checkParser(client, want, rec, fail);
+    if (coding && rec) checkCoding(run.log[testCase.name], fail);
 
     // Documented exceptions for this client and case; each must still happen (a failure among
     // its checks), and together they must cover every failure.
@@ -205,5 +222,13 @@ console.log();
 for (const line of details) console.log(line);
 if (details.length) console.log();
 console.log(`${exceptions} documented client exceptions (known:<id>, see tests/conformance/README.md), not counted below`);
+const streams = CLIENTS.reduce((n, client) => n + Object.values(runs[client].log ?? {})
+  .flatMap((log) => log.requests ?? [])
+  .filter((r) => /^text\/event-stream/i.test(r.content_type ?? '') && r.content_encoding === coding).length, 0);
+if (coding) console.log(`${streams} event streams sent with content-encoding ${coding}`);
+if (coding && streams === 0) {
+  console.log(`FAIL no event stream was sent with content-encoding ${coding}`);
+  failed += 1;
+}
 console.log(`${passed} passed, ${failed} failed`);
 process.exitCode = failed === 0 ? 0 : 1;

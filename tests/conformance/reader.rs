@@ -8,6 +8,9 @@
 //! whole and split in two at every offset (a bounded sample of offsets above 8 KiB): each run
 //! must give the same events, final retry and final last event ID.
 //!
+//! With `--accept-encoding CODING` (zstd, br or gzip) it asks for that coding and decodes the
+//! whole compressed body (by its `Content-Encoding`) before reading it.
+//!
 //! cargo run -p tower-sse-fixtures --bin conformance-reader -- --base http://127.0.0.1:PORT --out DIR
 
 use std::collections::BTreeMap;
@@ -197,11 +200,15 @@ async fn fetch(
     client: &HttpClient,
     url: &str,
     timeout: Duration,
+    accept_encoding: Option<&str>,
 ) -> Result<(u16, Option<String>, Bytes), Box<dyn Error + Send + Sync>> {
-    let request = http::Request::get(url)
+    let mut request = http::Request::get(url)
         .header("accept", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(Empty::new())?;
+        .header("cache-control", "no-cache");
+    if let Some(coding) = accept_encoding {
+        request = request.header("accept-encoding", coding);
+    }
+    let request = request.body(Empty::new())?;
     let read = async {
         let response = client.request(request).await?;
         let status = response.status().as_u16();
@@ -210,12 +217,36 @@ async fn fetch(
             .get(http::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
+        let coding = response
+            .headers()
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let body = response.into_body().collect().await?.to_bytes();
+        let body = decode(coding.as_deref(), body)?;
         Ok::<_, Box<dyn Error + Send + Sync>>((status, content_type, body))
     };
     tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| format!("timed out after {} ms", timeout.as_millis()))?
+}
+
+/// The body decoded from its content coding; a truncated compressed stream is an error.
+fn decode(coding: Option<&str>, body: Bytes) -> Result<Bytes, Box<dyn Error + Send + Sync>> {
+    use std::io::Read;
+    let mut decoded = Vec::new();
+    match coding {
+        None => return Ok(body),
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut decoded)?;
+        }
+        Some("br") => {
+            brotli::Decompressor::new(&body[..], 4096).read_to_end(&mut decoded)?;
+        }
+        Some("zstd") => decoded = zstd::stream::decode_all(&body[..])?,
+        Some(other) => return Err(format!("unexpected content-encoding {other}").into()),
+    }
+    Ok(Bytes::from(decoded))
 }
 
 #[tokio::main]
@@ -229,6 +260,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
             .ok_or_else(|| format!("{name} is required"))
     };
     let base = arg("--base")?;
+    let accept_encoding: Option<Arc<str>> = arg("--accept-encoding").ok().map(Arc::from);
     let out = std::path::PathBuf::from(arg("--out")?);
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance");
     let cases: serde_json::Value =
@@ -250,9 +282,17 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     for (name, timeout_ms) in cases {
         let url = format!("{base}/case/{name}?client={client_id}");
         let (client, semaphore) = (client.clone(), semaphore.clone());
+        let accept_encoding = accept_encoding.clone();
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
-            let result = match fetch(&client, &url, Duration::from_millis(timeout_ms)).await {
+            let result = match fetch(
+                &client,
+                &url,
+                Duration::from_millis(timeout_ms),
+                accept_encoding.as_deref(),
+            )
+            .await
+            {
                 Ok((status, content_type, body)) => {
                     let analysed = tokio::task::spawn_blocking(move || {
                         let mut value = analyse(&body);

@@ -32,6 +32,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use tower::{service_fn, Layer, ServiceExt};
+use tower_sse::compression::{Coding, Compression};
 use tower_sse::{Event, EventError, LastEventId, Message, SseLayer};
 
 /// The retry hint of every case that does not choose one: short, so reconnects are quick.
@@ -444,6 +445,9 @@ struct RequestLog {
     /// The same, decoded as UTF-8 (lossy), for reading.
     last_event_id: Option<String>,
     headers: Vec<(String, String)>,
+    /// The response's `Content-Type` and `Content-Encoding`, once it is made.
+    content_type: Option<String>,
+    content_encoding: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -454,6 +458,8 @@ struct EndLog {
 
 struct App {
     dir: PathBuf,
+    /// The one coding streams are compressed with (`--compression`), if any.
+    compression: Option<Coding>,
     cases: HashMap<String, Arc<Case>>,
     /// By client, then case.
     logs: Mutex<HashMap<String, HashMap<String, CaseLog>>>,
@@ -494,8 +500,28 @@ impl App {
                     (name.as_str().to_owned(), value)
                 })
                 .collect(),
+            content_type: None,
+            content_encoding: None,
         });
         (connection, stream)
+    }
+
+    /// Records the head of the response to a client's request.
+    fn record_response(&self, client: &str, case: &str, connection: usize, headers: &HeaderMap) {
+        let text = |name| {
+            headers
+                .get(name)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        };
+        let mut logs = lock(&self.logs);
+        let request = logs
+            .get_mut(client)
+            .and_then(|cases| cases.get_mut(case))
+            .and_then(|log| log.requests.get_mut(connection));
+        if let Some(request) = request {
+            request.content_type = text(header::CONTENT_TYPE);
+            request.content_encoding = text(header::CONTENT_ENCODING);
+        }
     }
 
     fn record_end(&self, client: &str, case: &str, connection: usize) {
@@ -546,13 +572,24 @@ async fn serve_case(
     };
     let client = client_of(request.uri());
     let (connection, stream) = app.record_request(&client, &case, request.headers());
-    let layer = case.layer.clone();
+    let layer = match app.compression {
+        // Every stream compressed with this coding alone, for a client that accepts it.
+        Some(coding) => case
+            .layer
+            .clone()
+            .compression(Compression::new().codings([coding])),
+        None => case.layer.clone(),
+    };
+    let (log_app, log_client, log_case) = (app.clone(), client.clone(), case.name.clone());
     let inner = service_fn(move |request: Request| {
         let response = inner_response(&app, &case, &client, connection, stream, &request);
         async move { Ok::<_, Infallible>(response) }
     });
     match layer.layer(inner).oneshot(request).await {
-        Ok(response) => response.map(Body::new),
+        Ok(response) => {
+            log_app.record_response(&log_client, &log_case, connection, response.headers());
+            response.map(Body::new)
+        }
         Err(never) => match never {},
     }
 }
@@ -683,6 +720,7 @@ struct Args {
     listen: SocketAddr,
     dir: PathBuf,
     exit_after: Duration,
+    compression: Option<Coding>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -690,6 +728,7 @@ fn parse_args() -> Result<Args, String> {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../conformance")),
         exit_after: Duration::from_secs(900),
+        compression: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -703,6 +742,13 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|err| format!("--listen {value}: {err}"))?;
             }
             "--dir" => args.dir = PathBuf::from(value),
+            "--compression" => {
+                let coding = [Coding::Zstd, Coding::Brotli, Coding::Gzip]
+                    .into_iter()
+                    .find(|coding| coding.as_str() == value)
+                    .ok_or_else(|| format!("--compression {value}: zstd, br or gzip"))?;
+                args.compression = Some(coding);
+            }
             "--exit-after" => {
                 let secs: u64 = value
                     .parse()
@@ -712,7 +758,7 @@ fn parse_args() -> Result<Args, String> {
             _ => {
                 return Err(format!(
                     "unknown flag {flag}; usage: conformance [--listen 127.0.0.1:0] \
-                     [--dir tests/conformance] [--exit-after SECS]"
+                     [--dir tests/conformance] [--exit-after SECS] [--compression zstd|br|gzip]"
                 ))
             }
         }
@@ -748,6 +794,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let cases = load_cases(&args.dir)?;
     let app = Arc::new(App {
         dir: args.dir,
+        compression: args.compression,
         cases,
         logs: Mutex::default(),
         results: Mutex::default(),

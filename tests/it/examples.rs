@@ -567,3 +567,53 @@ async fn the_hub_example_serves_a_plain_get_of_a_subscription_through_its_layer(
     );
     assert!(ended(&rest), "the stream ends cleanly: {rest}");
 }
+
+#[tokio::test]
+async fn the_demo_compresses_for_curl_compressed_and_not_for_plain_curl() {
+    let available = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !available {
+        assert!(
+            std::env::var_os("TOWER_SSE_REQUIRE_NETNS").is_none(),
+            "curl is required (TOWER_SSE_REQUIRE_NETNS=1)"
+        );
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let demo = start("demo", &[], &[("DEMO_ADDR", "127.0.0.1:0")]).await;
+    let url = format!("http://{}/ticks", demo.addr);
+    for (compressed, encoding) in [(true, Some("zstd")), (false, None)] {
+        let mut curl = tokio::process::Command::new("curl");
+        curl.args(["-sN", "-D", "-", "--max-time", "2"])
+            .args(["-H", "accept: text/event-stream"]);
+        if compressed {
+            curl.arg("--compressed");
+        }
+        let output = curl.arg(&url).kill_on_drop(true).output().await;
+        let output = output.map(|output| String::from_utf8_lossy(&output.stdout).into_owned());
+        let Ok(output) = output else {
+            panic!("curl did not run");
+        };
+        let head = output.to_ascii_lowercase();
+        // curl asks for deflate, gzip, br and zstd; the demo prefers zstd.
+        match encoding {
+            Some(coding) => assert!(
+                head.contains(&format!("content-encoding: {coding}\r\n")),
+                "{output}"
+            ),
+            None => assert!(!head.contains("content-encoding"), "{output}"),
+        }
+        assert!(
+            head.contains("vary: accept, accept-encoding\r\n")
+                || head.contains("vary: accept-encoding"),
+            "{output}"
+        );
+        // Decoded by curl as it arrives: the first tick within the 2 s.
+        assert!(
+            output.contains("event: tick\ndata: tick 1\nid: 1\n\n"),
+            "{output}"
+        );
+    }
+}

@@ -8,8 +8,8 @@ mod axum;
 mod compression;
 mod disconnect;
 mod encoder;
-// The examples' probes need the demo, which needs the `axum` feature.
-#[cfg(feature = "axum")]
+// The examples' probes need the demo, which needs the `axum` and `compression` features.
+#[cfg(all(feature = "axum", feature = "compression"))]
 mod examples;
 mod extract;
 mod framing;
