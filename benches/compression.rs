@@ -303,17 +303,6 @@ fn run_idle_server(coding: Option<Coding>) {
 
 use futures_util::StreamExt;
 
-/// A `/proc/PID/status` field in KiB.
-fn rss_kib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("VmRSS")
-}
-
 /// Opens one stream asking for `coding`, checks its head, then keeps reading in a task.
 async fn open(addr: std::net::SocketAddr, coding: Option<Coding>) -> tokio::task::JoinHandle<()> {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -346,14 +335,14 @@ async fn idle_rss(coding: Option<Coding>, count: usize) -> f64 {
     let (mut child, addr) = common::spawn_server(&["--idle-server", name]);
     let warm = open(addr, coding).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(child.id());
+    let before = common::status_kib(child.id(), "VmRSS:");
     let mut streams = Vec::with_capacity(count);
     for _ in 0..count {
         streams.push(open(addr, coding).await);
     }
     // The first event and two heartbeats have gone out on every stream.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = rss_kib(child.id());
+    let after = common::status_kib(child.id(), "VmRSS:");
     let _ = child.kill();
     let _ = child.wait();
     drop((warm, streams));

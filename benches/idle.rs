@@ -192,17 +192,6 @@ fn run_server(server: &'static str, one_event: bool) {
     });
 }
 
-/// A `/proc/PID/status` field in KiB.
-fn status_kib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("field")
-}
-
 /// The soft limit on open files of this process.
 fn open_files_limit() -> usize {
     std::fs::read_to_string("/proc/self/limits")
@@ -231,7 +220,7 @@ async fn measure(server: &str, one_event: bool, count: usize) -> Measured {
     // Warm up: one stream, so the runtime and allocator have their steady-state footprint.
     let warm = open(addr, one_event).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = status_kib(pid, "VmRSS:");
+    let before = common::status_kib(pid, "VmRSS:");
 
     let mut streams = Vec::with_capacity(count);
     for _ in 0..count {
@@ -240,7 +229,7 @@ async fn measure(server: &str, one_event: bool, count: usize) -> Measured {
     // Every stream answered (its head and first bytes were read in `open`), and heartbeats went
     // out at least twice since.
     tokio::time::sleep(3 * HEARTBEAT).await;
-    let after = status_kib(pid, "VmRSS:");
+    let after = common::status_kib(pid, "VmRSS:");
 
     let start_ticks = common::cpu_ticks(pid);
     let start = Instant::now();

@@ -14,7 +14,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 export TOWER_SSE_BENCH_TABLE=1
 export CARGO_TERM_COLOR=never
 
-benches=(encoder in_process loopback idle)
+benches=(encoder in_process loopback idle compression)
 args=()
 for bench in "${benches[@]}"; do args+=(--bench "$bench"); done
 cargo bench --all-features --no-run "${args[@]}" >/dev/null 2>&1 || cargo bench --all-features --no-run "${args[@]}"

@@ -147,6 +147,17 @@ pub fn size_name(size: usize) -> String {
     }
 }
 
+/// A `/proc/PID/status` field in KiB.
+pub fn status_kib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("field")
+}
+
 /// User plus system CPU time of a process, in clock ticks (`USER_HZ`, 100 on Linux).
 pub fn cpu_ticks(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");

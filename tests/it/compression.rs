@@ -274,25 +274,9 @@ async fn what_is_not_an_event_stream_or_is_compressed_already_passes_untouched()
     assert_eq!(body, b"<html>");
 }
 
-/// Whether curl can be run; CI (`TOWER_SSE_REQUIRE_NETNS=1`, which installs it) requires it.
-fn curl_available() -> bool {
-    let found = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("TOWER_SSE_REQUIRE_NETNS").is_none(),
-            "curl is required (TOWER_SSE_REQUIRE_NETNS=1)"
-        );
-        eprintln!("skipped: curl is not installed");
-    }
-    found
-}
-
 #[tokio::test]
 async fn curl_compressed_decodes_every_event_with_each_coding() {
-    if !curl_available() {
+    if !support::curl_available() {
         return;
     }
     for coding in CODINGS {

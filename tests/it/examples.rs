@@ -570,16 +570,7 @@ async fn the_hub_example_serves_a_plain_get_of_a_subscription_through_its_layer(
 
 #[tokio::test]
 async fn the_demo_compresses_for_curl_compressed_and_not_for_plain_curl() {
-    let available = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !available {
-        assert!(
-            std::env::var_os("TOWER_SSE_REQUIRE_NETNS").is_none(),
-            "curl is required (TOWER_SSE_REQUIRE_NETNS=1)"
-        );
-        eprintln!("skipped: curl is not installed");
+    if !support::curl_available() {
         return;
     }
     let demo = start("demo", &[], &[("DEMO_ADDR", "127.0.0.1:0")]).await;

@@ -346,3 +346,20 @@ pub async fn read_raw_until(
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 }
+
+/// Whether curl can be run. Where the tests must not skip (`TOWER_SSE_REQUIRE_NETNS=1`, as in
+/// CI, which installs it) its absence is a failure; elsewhere the caller skips, and says so.
+pub fn curl_available() -> bool {
+    let found = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("TOWER_SSE_REQUIRE_NETNS").is_none(),
+            "curl is required (TOWER_SSE_REQUIRE_NETNS=1)"
+        );
+        eprintln!("skipped: curl is not installed");
+    }
+    found
+}
