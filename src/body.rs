@@ -168,6 +168,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
+        // A compressed stream that has ended (its codec failed) ends the body at once, whatever
+        // its source still holds.
+        #[cfg(feature = "compression")]
+        if this.compressor.as_ref().is_some_and(|c| c.is_ended()) {
+            return Poll::Ready(None);
+        }
         let frame = match this.kind.project() {
             KindProj::Untouched { body } => {
                 return body.poll_frame(cx).map(|frame| {

@@ -103,17 +103,18 @@ impl Compressor {
             return None;
         }
         let compressed = match frame.map(Frame::into_data) {
-            Some(Ok(data)) => self.frame(&data),
+            // A data frame stays a frame, even one that compressed to nothing.
+            Some(Ok(data)) => self.frame(&data).map(Some),
             // Trailers, which an event stream never has, pass as they are.
             Some(Err(frame)) => return Some(frame),
             None => {
                 self.ended = true;
                 self.finish()
+                    .map(|trailer| (!trailer.is_empty()).then_some(trailer))
             }
         };
         match compressed {
-            Ok(bytes) if bytes.is_empty() => None,
-            Ok(bytes) => Some(Frame::data(bytes)),
+            Ok(bytes) => bytes.map(Frame::data),
             Err(error) => {
                 tracing::warn!(%error, "event stream compression failed; the stream ends");
                 self.ended = true;
@@ -143,6 +144,11 @@ impl Compressor {
             }
         } else {
             self.codec.compress(frame, &mut out, Flush::Sync)?;
+        }
+        // Room reserved for a large frame that compressed well is not kept while it waits to
+        // be written.
+        if out.capacity() > 2 * out.len() + 4096 {
+            out.shrink_to_fit();
         }
         Ok(Bytes::from(out))
     }
@@ -379,6 +385,28 @@ mod tests {
                 .negotiate(&header_map("br")),
             None
         );
+    }
+
+    #[test]
+    fn an_empty_frame_stays_a_frame_and_the_end_comes_once() {
+        for coding in CODINGS {
+            let mut compressor = compressor(coding, &Compression::new());
+            let mut sent = Vec::new();
+            for frame in [&b"data: a\n\n"[..], b"", b""] {
+                let next = compressor.next(Some(Frame::data(Bytes::from_static(frame))));
+                let Some(Ok(bytes)) = next.map(Frame::into_data) else {
+                    panic!("{coding}: a data frame ended the body");
+                };
+                sent.extend_from_slice(&bytes);
+            }
+            let Some(Ok(trailer)) = compressor.next(None).map(Frame::into_data) else {
+                panic!("{coding}: no end");
+            };
+            sent.extend_from_slice(&trailer);
+            assert!(compressor.is_ended());
+            assert!(compressor.next(None).is_none(), "{coding}");
+            assert_eq!(decode(coding, &sent), b"data: a\n\n", "{coding}");
+        }
     }
 
     fn header_map(accept_encoding: &'static str) -> http::HeaderMap {

@@ -137,15 +137,16 @@ impl Compression {
     /// shared context would let the attacker guess the secret from the compressed sizes
     /// (BREACH). Each event still compresses against itself; what is lost is the gain across
     /// events. gzip restarts its dictionary at each event (a full flush) and zstd starts a new
-    /// frame; brotli has no such reset, so it is not offered.
+    /// frame; brotli has no such reset, so it is not offered (with brotli alone in
+    /// [`codings`](Self::codings), nothing is compressed).
     pub fn isolate_events(mut self) -> Self {
         self.isolate_events = true;
         self
     }
 
     /// The compressor of a stream to a request that accepts `coding` (if any), and the head
-    /// that says so: `Content-Encoding`, and `Vary: Accept-Encoding` on every event stream,
-    /// since the choice depends on it. A compressor that cannot be made (its codec could not
+    /// that says so: `Content-Encoding`, and `Vary: Accept-Encoding` on every event stream made
+    /// of a response, since the choice depends on it. A compressor that cannot be made (its codec could not
     /// allocate) leaves the stream uncompressed.
     pub(crate) fn start(
         &self,

@@ -7,36 +7,41 @@ use super::Coding;
 use crate::headers::list;
 
 /// The offered coding the client gives the highest quality (ties: the first offered), or none
-/// when it accepts none of them. A coding the header does not name is acceptable only through
-/// `*`; a quality that is not a number from 0 to 1 makes its element count for nothing.
+/// when it accepts none of them, or prefers `identity` (named, with a higher quality) to all of
+/// them. A coding the header does not name is acceptable only through `*`; a named coding whose
+/// quality is not a number from 0 to 1 is not acceptable.
 pub(super) fn choose(headers: &HeaderMap, offered: impl Iterator<Item = Coding>) -> Option<Coding> {
     let mut best: Option<(Coding, u16)> = None;
     for coding in offered {
-        let quality = quality_of(headers, coding);
+        let quality = quality_of(headers, |name| names(name, coding));
         if quality > 0 && best.map_or(true, |(_, q)| quality > q) {
             best = Some((coding, quality));
         }
     }
-    best.map(|(coding, _)| coding)
+    let (coding, quality) = best?;
+    let identity = named_quality(headers, |name| name.eq_ignore_ascii_case("identity"));
+    match identity {
+        Some(identity) if identity > quality => None,
+        _ => Some(coding),
+    }
 }
 
-/// The quality the header gives `coding`, in thousandths: its own element's, else `*`'s, else 0.
-fn quality_of(headers: &HeaderMap, coding: Coding) -> u16 {
-    let mut wildcard = None;
-    for element in list(headers, &header::ACCEPT_ENCODING) {
+/// The quality the header gives the coding `is` names, in thousandths: its own element's, else
+/// `*`'s, else 0.
+fn quality_of(headers: &HeaderMap, is: impl Fn(&str) -> bool) -> u16 {
+    named_quality(headers, is)
+        .or_else(|| named_quality(headers, |name| name == "*"))
+        .unwrap_or(0)
+}
+
+/// The quality of the first element whose name `is` accepts (0 when its quality is malformed),
+/// or `None` when no element names it.
+fn named_quality(headers: &HeaderMap, is: impl Fn(&str) -> bool) -> Option<u16> {
+    list(headers, &header::ACCEPT_ENCODING).find_map(|element| {
         let mut parts = element.split(';');
         let name = parts.next().unwrap_or_default().trim();
-        let Some(quality) = quality(parts) else {
-            continue;
-        };
-        if names(name, coding) {
-            return quality;
-        }
-        if name == "*" {
-            wildcard = Some(quality);
-        }
-    }
-    wildcard.unwrap_or(0)
+        is(name).then(|| quality(parts).unwrap_or(0))
+    })
 }
 
 /// Whether `name` (any case) is `coding`; `x-gzip` is gzip (RFC 9110 §8.4.1.3).
@@ -118,6 +123,12 @@ mod tests {
         assert_eq!(pick(Some("*;q=0.1, zstd;q=0"), &ALL), Some(Coding::Brotli));
         assert_eq!(pick(Some("*"), &ALL), Some(Coding::Zstd));
         assert_eq!(pick(Some("*;q=0"), &ALL), None);
+        // A client that prefers identity keeps it.
+        assert_eq!(pick(Some("gzip;q=0.1, identity"), &ALL), None);
+        assert_eq!(pick(Some("gzip, identity;q=0.5"), &ALL), Some(Coding::Gzip));
+        assert_eq!(pick(Some("gzip, identity"), &ALL), Some(Coding::Gzip));
+        // A named coding with a malformed quality is not acceptable, `*` or not.
+        assert_eq!(pick(Some("gzip;q=2, *"), &[Coding::Gzip]), None);
         // Malformed qualities count for nothing.
         for bad in [
             "gzip;q=2",

@@ -35,17 +35,19 @@ fn events() -> Vec<Event> {
     events
 }
 
-/// A server whose streams are fed by the channels handed out on `feeds`, behind a layer that
+/// The channels that feed a server's streams, one per request.
+type Feeds = tokio::sync::mpsc::UnboundedReceiver<
+    tokio::sync::mpsc::Sender<Result<Bytes, support::BoxError>>,
+>;
+
+/// A server whose streams are fed by the channels handed out on its feeds, behind a layer that
 /// compresses with `coding` only.
-async fn server(
-    coding: Coding,
-    layer: SseLayer,
-) -> (
-    std::net::SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<
-        tokio::sync::mpsc::Sender<Result<Bytes, support::BoxError>>,
-    >,
-) {
+async fn server(coding: Coding, layer: SseLayer) -> (std::net::SocketAddr, Feeds) {
+    fed_server(layer.compression(Compression::new().codings([coding]))).await
+}
+
+/// A server whose streams are fed by the channels handed out on its feeds, behind `layer`.
+async fn fed_server(layer: SseLayer) -> (std::net::SocketAddr, Feeds) {
     let (feeds_tx, feeds) = tokio::sync::mpsc::unbounded_channel();
     let inner = service_fn(move |_: Request<Incoming>| {
         let (tx, body) = support::channel();
@@ -57,7 +59,6 @@ async fn server(
         );
         std::future::ready(Ok::<_, Infallible>(response))
     });
-    let layer = layer.compression(Compression::new().codings([coding]));
     (support::serve(layer.layer(inner)).await, feeds)
 }
 
@@ -81,6 +82,23 @@ fn decompressing_client() -> impl Service<
         .service(client)
 }
 
+/// Subscribes through the decompressing client, and checks the stream came with `coding`.
+async fn subscribe(
+    addr: std::net::SocketAddr,
+    coding: Coding,
+) -> Response<tower_http::decompression::DecompressionBody<Incoming>> {
+    let request = Request::get(format!("http://{addr}/events"))
+        .header("accept", "text/event-stream")
+        .body(Empty::new())
+        .unwrap_or_default();
+    let response = match decompressing_client().oneshot(request).await {
+        Ok(response) => response,
+        Err(error) => panic!("{coding}: {error}"),
+    };
+    assert_eq!(response.headers()["x-received-encoding"], coding.as_str());
+    response
+}
+
 fn encoded(event: &Event) -> Bytes {
     let mut buf = bytes::BytesMut::new();
     event.encode_into(&mut buf);
@@ -100,15 +118,7 @@ async fn every_event_is_decoded_the_moment_it_is_sent_with_each_coding() {
             .graceful_shutdown(shutdown.clone())
             .shutdown_event(bye);
         let (addr, mut feeds) = server(coding, layer).await;
-        let request = Request::get(format!("http://{addr}/events"))
-            .header("accept", "text/event-stream")
-            .body(Empty::new())
-            .unwrap_or_default();
-        let response = match decompressing_client().oneshot(request).await {
-            Ok(response) => response,
-            Err(error) => panic!("{coding}: {error}"),
-        };
-        assert_eq!(response.headers()["x-received-encoding"], coding.as_str());
+        let response = subscribe(addr, coding).await;
         let vary: Vec<_> = response.headers().get_all("vary").iter().collect();
         assert!(
             vary.iter()
@@ -157,26 +167,62 @@ async fn every_event_is_decoded_the_moment_it_is_sent_with_each_coding() {
 #[tokio::test]
 async fn heartbeats_and_the_retry_hint_arrive_decodable_on_an_idle_stream() {
     for coding in CODINGS {
-        let layer = SseLayer::new().heartbeat(Duration::from_millis(50));
+        let layer = SseLayer::new().heartbeat(Duration::from_millis(400));
         let (addr, _feeds) = server(coding, layer).await;
-        let request = Request::get(format!("http://{addr}/events"))
-            .header("accept", "text/event-stream")
-            .body(Empty::new())
-            .unwrap_or_default();
-        let Ok(response) = decompressing_client().oneshot(request).await else {
-            panic!("{coding}: no response");
-        };
-        assert_eq!(response.headers()["x-received-encoding"], coding.as_str());
+        let response = subscribe(addr, coding).await;
         let mut body = response.into_body();
-        let seen = support::read_until(&mut body, Duration::from_secs(5), |seen| {
-            seen.starts_with(b"retry: 3000\n") && seen.ends_with(b":\n:\n:\n")
-        })
-        .await;
-        assert_eq!(
-            support::text(&seen),
-            "retry: 3000\n:\n:\n:\n",
-            "{coding}: three heartbeats, each decodable on its own"
-        );
+        // Each heartbeat decodes before the next is written: one held back until the next
+        // frame would come 400 ms late.
+        let start = Instant::now();
+        let mut all = Vec::new();
+        for beats in 1..=3u64 {
+            let seen = support::read_until(&mut body, Duration::from_millis(700), |seen| {
+                seen.ends_with(b":\n")
+            })
+            .await;
+            all.extend_from_slice(&seen);
+            let elapsed = start.elapsed();
+            assert!(
+                elapsed < Duration::from_millis(400 * beats + 300),
+                "{coding}: heartbeat {beats} decoded after {elapsed:?}"
+            );
+        }
+        assert_eq!(support::text(&all), "retry: 3000\n:\n:\n:\n", "{coding}");
+    }
+}
+
+#[tokio::test]
+async fn isolated_events_decode_with_each_coding_that_can_isolate() {
+    for coding in [Coding::Zstd, Coding::Gzip] {
+        let compression = Compression::new().codings([coding]).isolate_events();
+        let layer = SseLayer::new().no_heartbeat().compression(compression);
+        let (addr, mut feeds) = fed_server(layer).await;
+        let response = subscribe(addr, coding).await;
+        let Some(feed) = feeds.recv().await else {
+            panic!("{coding}: the inner service was not called");
+        };
+        // Several events in one frame, then one at a time, then the end.
+        let all: Vec<Bytes> = events().iter().map(encoded).collect();
+        assert!(feed.send(Ok(all[..5].concat().into())).await.is_ok());
+        for event in &all[5..] {
+            assert!(feed.send(Ok(event.clone())).await.is_ok());
+        }
+        drop(feed);
+        let mut reader = EventReader::new(response.into_body());
+        let mut received = Vec::new();
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_secs(5), reader.next_event()).await
+        {
+            match message {
+                Ok(message) => received.push(message.text().into_owned()),
+                Err(error) => panic!("{coding}: {error}"),
+            }
+        }
+        let expected: Vec<String> = events()
+            .iter()
+            .map(|event| event.get_data().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(received, expected, "{coding}");
     }
 }
 
