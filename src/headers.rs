@@ -23,11 +23,20 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// The elements of every `name` field: comma-separated, trimmed, empty ones skipped (RFC 9110
 /// §5.6.1). Fields that are not visible ASCII are skipped whole.
 pub(crate) fn list<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    list_separated(headers, name, ',')
+}
+
+/// [`list`] with another separator (`;` between a `Cookie` header's pairs).
+pub(crate) fn list_separated<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    separator: char,
+) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(name)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
+        .flat_map(move |value| value.split(separator))
         .map(str::trim)
         .filter(|element| !element.is_empty())
 }

@@ -76,6 +76,7 @@
 //! | `axum` | `Disconnect` and `LastEventId` as axum extractors (`Option<LastEventId>` too), and `IntoResponse` for the hub's `Subscription` and `HubError` |
 //! | `metrics` | stream, event, byte, close, refusal and hub metrics on the `metrics` facade (below) |
 //! | `compression` | `SseLayer::compression`: zstd, br or gzip for clients that ask, flushed after every frame (`compression::Compression`) |
+//! | `mercure` | the Mercure protocol's building blocks: topic matchers and access tokens (`mercure::Matcher`, `mercure::Verifier`); needs Rust 1.88 |
 //! | `full` | all of the above |
 //!
 //! Without a feature: stream limits ([`SseLayer::max_streams`]), retry jitter
@@ -141,6 +142,8 @@ pub mod gateway;
 pub mod grpc;
 #[cfg(feature = "hub")]
 pub mod hub;
+#[cfg(feature = "mercure")]
+pub mod mercure;
 pub mod read;
 pub mod source;
 

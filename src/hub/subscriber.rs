@@ -108,7 +108,8 @@ impl Subscriber {
     }
 
     /// Sends `replay` (in order, each event with its topic's index) before the rings, and
-    /// writes every event through `stamp`.
+    /// writes every event through `stamp` (the Redis engine's).
+    #[cfg(feature = "redis")]
     pub(super) fn with_replay(
         mut self,
         replay: VecDeque<(usize, EncodedEvent)>,

@@ -1,0 +1,23 @@
+//! The Mercure protocol's building blocks (feature `mercure`): topic matchers and access
+//! tokens, as both generations of the protocol define them (the IETF draft,
+//! `draft-dunglas-mercure-08`, and the pre-standard one the installed base speaks).
+//!
+//! - [`Matcher`]: which topics a subscription's routing parameter (`match`, `match_urlpattern`,
+//!   the pre-standard `topic`) or a token's grant names: exact, WHATWG URL Pattern, RFC 6570
+//!   URI template, or `*`; relative patterns and topics against the hub's URL.
+//! - [`Verifier`]: verifies a request's access token with the hub's key (the draft's RFC 9068
+//!   rules: `typ` `at+jwt`, `iss`, `aud`, `exp`, `nbf`; or the pre-standard `mercure` claim)
+//!   and reads its [`Grants`] (which topics it may publish to, and whose private updates it may
+//!   receive), all or nothing; [`presented_token`] finds the token (the `Authorization` header,
+//!   else a cookie) and [`TokenError`] gives each refusal its RFC 6750 answer.
+//!
+//! The hub service that speaks the protocol over `hub::Hub` is built on these.
+
+mod matcher;
+mod token;
+
+pub use matcher::{MatchType, Matcher, MatcherError, MAX_PATTERN_LEN};
+pub use token::{
+    presented_token, Grants, TokenError, TokenKey, Verifier, AUTHORIZATION_DETAIL_TYPE, COOKIE,
+    PRE_STANDARD_COOKIE,
+};
