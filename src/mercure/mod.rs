@@ -10,14 +10,24 @@
 //!   and reads its [`Grants`] (which topics it may publish to, and whose private updates it may
 //!   receive), all or nothing; [`presented_token`] finds the token (the `Authorization` header,
 //!   else a cookie) and [`TokenError`] gives each refusal its RFC 6750 answer.
+//! - [`SubscribeQuery`]: a subscribe request's matchers (either generation's parameters) and
+//!   cursor (`Last-Event-ID`, `last_event_id`, `lastEventID`); [`discovery_link`] the `Link`
+//!   header that points an application's clients at the hub.
+//! - [`Update`]: a publish request's form, checked (topics, the hub's reserved namespace, ids,
+//!   types, retry, limits) before anything is published, and the event subscribers receive.
 //!
 //! The hub service that speaks the protocol over `hub::Hub` is built on these.
 
+mod form_pairs;
 mod matcher;
+mod subscribe;
 mod token;
+mod update;
 
 pub use matcher::{MatchType, Matcher, MatcherError, MAX_PATTERN_LEN};
+pub use subscribe::{discovery_link, QueryError, SubscribeQuery, MAX_MATCHERS};
 pub use token::{
     presented_token, Grants, TokenError, TokenKey, Verifier, AUTHORIZATION_DETAIL_TYPE, COOKIE,
     PRE_STANDARD_COOKIE,
 };
+pub use update::{Update, UpdateError, UpdateLimits};
