@@ -4,7 +4,9 @@
 //! `match` and `match_exact`), a WHATWG URL Pattern (the draft's `match_urlpattern`, relative
 //! patterns and topics resolved against the hub's URL), and the pre-standard selector
 //! (`topic=`: an exact topic, or an RFC 6570 URI template). `*` matches every topic, whatever
-//! the kind. Every match runs in linear time (the `regex` crate), whatever a client sends.
+//! the kind. Every match runs in linear time (the `regex` crate), whatever a client sends; a
+//! URL pattern's own regular-expression groups (`(...)`, which a client could make compile to
+//! megabytes) are refused, while named groups (`:id`) and wildcards (`*`) are not groups.
 
 use std::fmt::Write as _;
 
@@ -192,9 +194,34 @@ fn is_varspec(spec: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'%'))
 }
 
+/// The most memory a URI template selector's expression may compile to.
+const REGEX_SIZE_LIMIT: usize = 128 * 1024;
+
+/// Whether a URL pattern holds a regular-expression group (an unescaped `(`): its contents
+/// are a client's to write, and compile to as much as the `regex` crate's default limit
+/// (megabytes for `(\w{1,200})`), for every matcher of every subscriber. Named groups
+/// (`:id`) and wildcards (`*`) compile to small fixed expressions.
+fn has_regexp_group(pattern: &str) -> bool {
+    let mut escaped = false;
+    for c in pattern.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '(' => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// A URL pattern: an absolute one as it is, a relative one against the hub's URL.
 fn url_pattern(pattern: &str, hub: &Url) -> Result<How, MatcherError> {
     let invalid = |error: urlpattern::Error| MatcherError::Invalid(error.to_string());
+    if has_regexp_group(pattern) {
+        return Err(MatcherError::Invalid(
+            "regular-expression groups are not accepted; use :name or *".into(),
+        ));
+    }
     let init = match UrlPatternInit::parse_constructor_string::<regex::Regex>(pattern, None) {
         Ok(init) => init,
         Err(urlpattern::Error::BaseUrlRequired) => {
@@ -211,6 +238,9 @@ fn url_pattern(pattern: &str, hub: &Url) -> Result<How, MatcherError> {
     })
 }
 
+/// The most expressions a URI template selector may hold; one with more is an exact topic.
+const MAX_EXPRESSIONS: usize = 32;
+
 /// An RFC 6570 URI template as an anchored regular expression, or `None` when `selector` is not
 /// one (no expression, or a malformed one): it is then an exact topic. Each expression matches
 /// what its variables could expand to, or nothing.
@@ -223,7 +253,12 @@ fn uri_template(selector: &str) -> Option<regex::Regex> {
     const RESERVED: &str = r":/?#\[\]@!$&'()*+,;=";
     let mut regex = String::from("^");
     let mut rest = selector;
+    let mut expressions = 0;
     while let Some(open) = rest.find('{') {
+        expressions += 1;
+        if expressions > MAX_EXPRESSIONS {
+            return None;
+        }
         let (literal, after) = rest.split_at(open);
         if literal.contains('}') {
             return None;
@@ -257,7 +292,10 @@ fn uri_template(selector: &str) -> Option<regex::Regex> {
     }
     regex.push_str(&regex::escape(rest));
     regex.push('$');
-    regex::Regex::new(&regex).ok()
+    regex::RegexBuilder::new(&regex)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .ok()
 }
 
 #[cfg(test)]
@@ -270,6 +308,12 @@ mod tests {
 
     fn matcher(kind: MatchType, pattern: &str) -> Matcher {
         Matcher::new(kind, pattern, &hub()).unwrap_or_else(|e| panic!("{pattern}: {e}"))
+    }
+
+    #[test]
+    fn matchers_can_be_shared_across_tasks() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Matcher>();
     }
 
     #[test]
@@ -296,7 +340,10 @@ mod tests {
         assert!(books.matches("https://example.net/foo/3fa85f64"));
         assert!(!books.matches("https://example.net/bar/3fa85f64"));
         assert!(!books.matches("https://example.net/foo/a/b"));
-        assert!(!books.matches("not a url at all"));
+        assert!(
+            !books.matches("https://[oops/foo/x"),
+            "not a URL: never a match"
+        );
         // Hosts are case-insensitive through canonicalisation; paths are not.
         assert!(books.matches("https://EXAMPLE.net/foo/x"));
         assert!(
@@ -369,11 +416,30 @@ mod tests {
             Matcher::new(MatchType::UrlPattern, "https://example.com/(unclosed", &hub),
             Err(MatcherError::Invalid(_))
         ));
-        // A pathological pattern still matches in bounded time.
-        let heavy = format!("https://example.com/{}", "(a+)+".repeat(20));
-        if let Ok(heavy) = Matcher::new(MatchType::UrlPattern, &heavy, &hub) {
-            let topic = format!("https://example.com/{}!", "a".repeat(4000));
-            assert!(!heavy.matches(&topic));
+        // Regular-expression groups (which could compile to megabytes each) are refused;
+        // escaped parentheses, named groups and wildcards are not groups.
+        for grouped in [
+            "https://example.com/(\\w{1,200})",
+            "https://example.com/:id(\\d+)",
+            "https://example.com/(books|authors)/:id",
+        ] {
+            assert!(
+                matches!(
+                    Matcher::new(MatchType::UrlPattern, grouped, &hub),
+                    Err(MatcherError::Invalid(_))
+                ),
+                "{grouped}"
+            );
         }
+        let literal = Matcher::new(
+            MatchType::UrlPattern,
+            "https://example.com/a\\(b\\)/:id/*",
+            &hub,
+        );
+        assert!(literal.is_ok_and(|m| m.matches("https://example.com/a(b)/1/x/y")));
+        // A template with too many expressions is an exact topic, not a huge expression.
+        let many = "{a}".repeat(MAX_EXPRESSIONS + 1);
+        let exact = Matcher::new(MatchType::Selector, &many, &hub);
+        assert!(exact.is_ok_and(|m| m.matches(&many) && !m.matches("x")));
     }
 }

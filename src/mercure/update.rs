@@ -235,10 +235,9 @@ pub(crate) fn is_reserved(topic: &str, hub: &Url) -> bool {
     };
     let path = decode_unreserved(url.path());
     let hub_path = decode_unreserved(hub.path());
-    let hub_path = hub_path.trim_end_matches('/');
     path == hub_path
         || path
-            .strip_prefix(hub_path)
+            .strip_prefix(hub_path.as_str())
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
@@ -374,6 +373,15 @@ mod tests {
         ] {
             assert!(read(&format!("topic={topic}")).is_ok(), "{topic}");
         }
+        // A hub at the root reserves only its own path and what is under it.
+        let root = Url::parse("https://hub.example/").unwrap_or_else(|e| panic!("{e}"));
+        let at_root = |topic: &str| is_reserved(topic, &root);
+        assert!(!at_root("https://example.com/books/1") && !at_root("plain"));
+        assert!(
+            at_root("/")
+                && at_root("https://other.example//x")
+                && at_root("https://other.example/")
+        );
         let limits = UpdateLimits {
             topics: 2,
             field_len: 8,

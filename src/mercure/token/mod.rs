@@ -6,6 +6,7 @@
 //! algorithm is the key's, never the token's; `none` is never accepted.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -291,6 +292,14 @@ impl Verifier {
                 validation.validate_aud = false;
             }
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
+                // `iss` is one string equal to the issuer (a list naming it is not).
+                Ok(data)
+                    if draft
+                        && data.claims.get("iss").and_then(Value::as_str)
+                            != Some(self.issuer.as_str()) =>
+                {
+                    last_error = TokenError::Invalid("iss is not the trusted issuer".into());
+                }
                 Ok(data) => {
                     return if draft {
                         Grants::of_draft(&data.claims, &self.hub)
@@ -307,17 +316,19 @@ impl Verifier {
 
 /// What a verified token grants: the topics its holder may publish to and subscribe to (a
 /// private update reaches it only through these), and when it expires.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Grants {
-    publish: Vec<Matcher>,
+    publish: Vec<Arc<Matcher>>,
     subscribe: Vec<SubscribeGrant>,
+    /// The pre-standard `mercure.payload`, for every subscription.
+    payload: Option<Value>,
     expires: Option<SystemTime>,
 }
 
 /// A subscribe grant, with the payload the draft attaches to its subscriptions.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SubscribeGrant {
-    matcher: Matcher,
+    matcher: Arc<Matcher>,
     payload: Option<Value>,
 }
 
@@ -339,13 +350,15 @@ impl Grants {
             .any(|grant| grant.matcher.matches(topic))
     }
 
-    /// The payload of the first subscribe grant that names `subscription` (a subscription's
-    /// own matcher string, read as a topic), for its subscription events.
+    /// The payload of a subscription's events: the draft's, of the first subscribe grant
+    /// that names `subscription` (the subscription's own matcher string, read as a topic); the
+    /// pre-standard `mercure.payload`, for every subscription.
     pub fn payload_for(&self, subscription: &str) -> Option<&Value> {
         self.subscribe
             .iter()
             .find(|grant| grant.matcher.matches(subscription))
             .and_then(|grant| grant.payload.as_ref())
+            .or(self.payload.as_ref())
     }
 
     /// When the token expires (its `exp`), if it does: a subscriber's stream ends then.
@@ -414,15 +427,17 @@ impl Grants {
                     Some(Value::String(kind)) if kind == "urlpattern" => MatchType::UrlPattern,
                     Some(_) => return Err(invalid("unknown match_type")),
                 };
-                let matcher = |()| {
-                    Matcher::new(kind, pattern, hub).map_err(|error| invalid(&error.to_string()))
-                };
+                // Checked whatever the actions: a malformed matcher refuses the whole token.
+                let matcher = Arc::new(
+                    Matcher::new(kind, pattern, hub)
+                        .map_err(|error| invalid(&error.to_string()))?,
+                );
                 if publish {
-                    grants.publish.push(matcher(())?);
+                    grants.publish.push(matcher.clone());
                 }
                 if subscribe {
                     grants.subscribe.push(SubscribeGrant {
-                        matcher: matcher(())?,
+                        matcher,
                         payload: payload.clone(),
                     });
                 }
@@ -439,7 +454,7 @@ impl Grants {
             Some(Value::Object(mercure)) => mercure,
             _ => return Err(invalid("missing")),
         };
-        let selectors = |name: &str| -> Result<Vec<Matcher>, TokenError> {
+        let selectors = |name: &str| -> Result<Vec<Arc<Matcher>>, TokenError> {
             let list = match mercure.get(name) {
                 None | Some(Value::Null) => return Ok(Vec::new()),
                 Some(Value::Array(list)) => list,
@@ -454,30 +469,31 @@ impl Grants {
                         .as_str()
                         .ok_or_else(|| invalid("a selector is not a string"))?;
                     Matcher::new(MatchType::Selector, selector, hub)
+                        .map(Arc::new)
                         .map_err(|error| invalid(&error.to_string()))
                 })
                 .collect()
         };
-        let payload = mercure.get("payload").filter(|p| !p.is_null()).cloned();
         let subscribe = selectors("subscribe")?
             .into_iter()
             .map(|matcher| SubscribeGrant {
                 matcher,
-                payload: payload.clone(),
+                payload: None,
             })
             .collect();
         Ok(Self {
             publish: selectors("publish")?,
             subscribe,
+            payload: mercure.get("payload").filter(|p| !p.is_null()).cloned(),
             expires: expiry(claims),
         })
     }
 }
 
-/// The token's `exp`, as a time.
+/// The token's `exp`, as a time (a JSON number, whole or not, as the verification read it).
 fn expiry(claims: &Value) -> Option<SystemTime> {
-    let exp = claims.get("exp")?.as_u64()?;
-    UNIX_EPOCH.checked_add(Duration::from_secs(exp))
+    let exp = claims.get("exp")?.as_f64()?;
+    UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(exp).ok()?)
 }
 
 #[cfg(test)]

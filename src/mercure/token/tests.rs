@@ -53,6 +53,13 @@ fn invalid(result: Result<Grants, TokenError>) -> bool {
 }
 
 #[test]
+fn verifiers_and_grants_can_be_shared_across_tasks() {
+    fn shared<T: Send + Sync + Clone>() {}
+    shared::<Verifier>();
+    shared::<Grants>();
+}
+
+#[test]
 fn the_conformance_suites_tokens_verify_and_grant_everything() {
     let grants = verifier()
         .verify(DRAFT_SUITE_TOKEN)
@@ -102,6 +109,44 @@ fn forged_expired_and_mistargeted_tokens_are_invalid() {
         verifier.verify(&draft(json!({"iss": "https://evil.example"})))
     ));
     assert!(invalid(verifier.verify(&draft(json!({"iss": null})))));
+    // Missing `exp`, `aud` or `iss`; `iss` as a list, even one naming the issuer.
+    let without = |claim: &str| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("at+jwt".into());
+        let mut claims = json!({"aud": "https://localhost/.well-known/mercure",
+                                "iss": "https://localhost", "exp": 4_102_444_800u64});
+        if let Some(claims) = claims.as_object_mut() {
+            claims.remove(claim);
+        }
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SUITE_KEY))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    for claim in ["exp", "aud", "iss"] {
+        assert!(invalid(verifier.verify(&without(claim))), "without {claim}");
+    }
+    let listed_issuer = draft(json!({"iss": ["https://localhost", "https://x"]}));
+    assert!(invalid(verifier.verify(&listed_issuer)));
+    // A draft-shaped token whose `typ` is not `at+jwt` is refused where only draft tokens are
+    // accepted; `application/at+jwt`, in any case, is `at+jwt`.
+    for (typ, ok) in [
+        (None, false),
+        (Some("JWT"), false),
+        (Some("application/at+jwt"), true),
+        (Some("AT+JWT"), true),
+    ] {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = typ.map(str::to_owned);
+        let claims = json!({"aud": "https://localhost/.well-known/mercure",
+                            "iss": "https://localhost", "exp": 4_102_444_800u64});
+        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SUITE_KEY))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(verifier.verify(&token).is_ok(), ok, "{typ:?}");
+    }
+    // A fractional `exp` still ends the stream.
+    let fractional = verifier
+        .verify(&draft(json!({"exp": 4_102_444_800.5})))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(fractional.expires_at().is_some());
     // `aud` as a list naming the hub is fine.
     let listed =
         draft(json!({"aud": ["https://a.example", "https://localhost/.well-known/mercure"]}));
@@ -183,6 +228,11 @@ fn grants_are_read_all_or_nothing() {
             json!([{"match": "https://x/(", "match_type": "urlpattern"}]),
         ),
         detail(&["publish"], json!([{"match": "a\u{0}b"}])),
+        // Checked even where no known action would use it.
+        detail(
+            &["read"],
+            json!([{"match": "https://x/(", "match_type": "urlpattern"}]),
+        ),
         json!({"type": AUTHORIZATION_DETAIL_TYPE, "actions": ["subscribe"],
                "topics": [{"match": "*"}], "payload": "not an object"}),
     ] {
@@ -223,6 +273,11 @@ fn pre_standard_grants_are_selectors() {
     assert!(grants.may_subscribe("https://example.com/groups/admins"));
     assert_eq!(
         grants.payload_for("https://example.com/users/7"),
+        Some(&json!({"user": 7}))
+    );
+    // The pre-standard payload is every subscription's, granted or not.
+    assert_eq!(
+        grants.payload_for("https://example.com/other"),
         Some(&json!({"user": 7}))
     );
     // Without the claim, with a bad list, or expired.
