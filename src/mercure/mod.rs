@@ -31,3 +31,12 @@ pub use token::{
     PRE_STANDARD_COOKIE,
 };
 pub use update::{Update, UpdateError, UpdateLimits};
+
+/// A URL the tests write themselves.
+#[cfg(test)]
+fn test_url(url: &str) -> url::Url {
+    match url::Url::parse(url) {
+        Ok(url) => url,
+        Err(e) => panic!("{url}: {e}"), // ok: test
+    }
+}

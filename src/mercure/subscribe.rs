@@ -181,10 +181,7 @@ mod tests {
     use super::*;
 
     fn hub() -> Url {
-        match Url::parse("https://example.com/.well-known/mercure") {
-            Ok(url) => url,
-            Err(e) => panic!("{e}"), // ok: test
-        }
+        super::super::test_url("https://example.com/.well-known/mercure")
     }
 
     fn parse(query: &str, header: Option<&str>) -> Result<SubscribeQuery, QueryError> {

@@ -277,10 +277,7 @@ mod tests {
     use super::*;
 
     fn hub() -> Url {
-        match Url::parse("https://example.com/.well-known/mercure") {
-            Ok(url) => url,
-            Err(e) => panic!("{e}"), // ok: test
-        }
+        super::super::test_url("https://example.com/.well-known/mercure")
     }
 
     fn read(form: &str) -> Result<Update, UpdateError> {
@@ -377,7 +374,7 @@ mod tests {
             assert!(read(&format!("topic={topic}")).is_ok(), "{topic}");
         }
         // A hub at the root reserves only its own path and what is under it.
-        let root = Url::parse("https://hub.example/").unwrap_or_else(|e| panic!("{e}")); // ok: test
+        let root = super::super::test_url("https://hub.example/");
         let at_root = |topic: &str| is_reserved(topic, &root);
         assert!(!at_root("https://example.com/books/1") && !at_root("plain"));
         assert!(

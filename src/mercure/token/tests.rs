@@ -19,10 +19,7 @@ const DRAFT_SUITE_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJhdW
 const PRE_SUITE_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJtZXJjdXJlIjp7InB1Ymxpc2giOlsiKiJdLCJzdWJzY3JpYmUiOlsiKiJdfX0.bVXdlWXwfw9ySx7-iV5OpUSHo34RkjUdVzDLBcc6l_g";
 
 fn hub() -> Url {
-    match Url::parse("https://localhost/.well-known/mercure") {
-        Ok(url) => url,
-        Err(e) => panic!("{e}"), // ok: test
-    }
+    crate::mercure::test_url("https://localhost/.well-known/mercure")
 }
 
 fn verifier() -> Verifier {
