@@ -17,9 +17,9 @@ use atomic_waker::AtomicWaker;
 use bytes::BytesMut;
 
 use super::id::{self, Position};
-use super::subscriber::{Feed, Joined, Subscriber};
+use super::subscriber::{accepts, Feed, Joined, Subscriber};
 use super::topic::{Entry, Topic};
-use super::{GapReason, HubConfig, HubError, Resume};
+use super::{GapReason, HubConfig, HubError, Publish, Resume, Start, Subscribe};
 use crate::engine::BoxSource;
 use crate::source::EncodedEvent;
 use crate::Event;
@@ -100,9 +100,26 @@ impl Memory {
 
     /// Publishes `event` on `topic` (already validated, with data): gives it the next id, keeps
     /// it in the topic's ring, and wakes its subscribers. Never waits on a subscriber.
-    pub(super) fn publish(&self, name: &str, mut event: Event) -> Result<String, HubError> {
+    pub(super) fn publish(
+        &self,
+        name: &str,
+        mut event: Event,
+        options: Publish,
+    ) -> Result<String, HubError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(HubError::Closed);
+        }
+        let kept = if options.keep_id {
+            event.get_id()
+        } else {
+            None
+        };
+        if let Some(kept) = kept.map(str::to_owned) {
+            // Whole as it is: the id is the publisher's.
+            let event = EncodedEvent::new(&event);
+            let entry = |seq| Entry::new(seq, event.clone()).marked(options.tag.clone(), None);
+            self.append(name, entry)?;
+            return Ok(kept);
         }
         let _replaced = event.take_id();
         // Encoded outside any lock, with room for the id line: 16 hex digits, a dash and up
@@ -111,6 +128,26 @@ impl Memory {
         event.encode_into(&mut encoded);
         // An event with data ends with its blank line, which goes after the id.
         encoded.truncate(encoded.len().saturating_sub(1));
+        let epoch = self.epoch;
+        let mut id = String::new();
+        self.append(name, |seq| {
+            id = id::format(epoch, seq);
+            encoded.extend_from_slice(b"id: ");
+            let start = encoded.len();
+            encoded.extend_from_slice(id.as_bytes());
+            let end = encoded.len();
+            encoded.extend_from_slice(b"\n\n");
+            let encoded = std::mem::take(&mut encoded).freeze();
+            let id_bytes = encoded.slice(start..end);
+            let event = EncodedEvent::from_encoded(encoded, Some(id_bytes), true);
+            Entry::new(seq, event).marked(options.tag.clone(), None)
+        })?;
+        Ok(id)
+    }
+
+    /// Appends the entry `make` builds with the next sequence number to `name`'s ring (made if
+    /// it is not kept), and wakes its subscribers.
+    fn append(&self, name: &str, mut make: impl FnMut(u64) -> Entry) -> Result<(), HubError> {
         loop {
             let topic = self.topic(name);
             let mut ring = topic.write();
@@ -123,16 +160,7 @@ impl Memory {
                 return Err(HubError::Closed);
             }
             let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-            let id = id::format(self.epoch, seq);
-            encoded.extend_from_slice(b"id: ");
-            let start = encoded.len();
-            encoded.extend_from_slice(id.as_bytes());
-            let end = encoded.len();
-            encoded.extend_from_slice(b"\n\n");
-            let encoded = encoded.freeze();
-            let id_bytes = encoded.slice(start..end);
-            let event = EncodedEvent::from_encoded(encoded, Some(id_bytes), true);
-            let grown = ring.push(Entry::new(seq, event), self.config.ring_bounds());
+            let grown = ring.push(make(seq), self.config.ring_bounds());
             // Counted under the ring's lock, as `remove` uncounts it: the sum never goes below
             // what the rings hold.
             if grown >= 0 {
@@ -145,22 +173,35 @@ impl Memory {
             drop(ring);
             topic.wake_all();
             self.evict();
-            return Ok(id);
+            return Ok(());
         }
+    }
+
+    /// The id of the newest event `name` retains.
+    pub(super) fn last_id(&self, name: &str) -> Result<Option<String>, HubError> {
+        self.ready()?;
+        let topic = read(self.shard(name)).get(name).cloned();
+        Ok(topic.and_then(|topic| topic.read().newest_id().map(str::to_owned)))
     }
 
     /// Subscribes to `topics` (validated, sorted, without duplicates) after `last_event_id`.
     pub(super) fn subscribe(
         self: &Arc<Self>,
         names: Vec<Arc<str>>,
-        last_event_id: Option<&str>,
+        options: &Subscribe,
     ) -> Result<(BoxSource, Resume), HubError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(HubError::Closed);
         }
-        let position = last_event_id.map(|id| id::parse(self.epoch, id));
+        let last_event_id = options.last_event_id();
+        let position = last_event_id.map(|id| match id::parse(self.epoch, id) {
+            Position::After(seq) => Position::After(seq),
+            // Not one of the hub's ids: perhaps one a publisher kept.
+            other => self.find_kept(&names, id).map_or(other, Position::After),
+        });
         let newest = self.seq.load(Ordering::Acquire);
         let (after, mut gap) = match position {
+            None if matches!(options.start, Start::Earliest) => (Some(0), None),
             None => (None, None),
             // An id of this hub's epoch past its newest event was never given out.
             Some(Position::After(seq)) if seq > newest => (Some(0), Some(GapReason::Unknown)),
@@ -168,6 +209,8 @@ impl Memory {
             Some(Position::OtherEpoch) => (Some(0), Some(GapReason::Unknown)),
             Some(Position::Malformed) => (Some(0), Some(GapReason::Malformed)),
         };
+        // From the earliest retained: what is gone is not asked for.
+        let checked = position.is_some();
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
         let waiter = Arc::new(AtomicWaker::new());
         let mut topics = Vec::with_capacity(names.len());
@@ -186,7 +229,7 @@ impl Memory {
                     // made anew may count more as forgotten).
                     None => newest.max(ring.trimmed),
                     Some(after) => {
-                        if gap.is_none() && ring.trimmed > after {
+                        if checked && gap.is_none() && ring.trimmed > after {
                             gap = Some(GapReason::Trimmed);
                         }
                         // After a gap, what the topic retains after the position; what it no
@@ -194,7 +237,10 @@ impl Memory {
                         after.max(ring.trimmed)
                     }
                 };
-                replayed += ring.range(cursor, newest).count();
+                replayed += ring
+                    .range(cursor, newest)
+                    .filter(|entry| accepts(&options.filter, entry))
+                    .count();
                 drop(ring);
                 topics.push(Joined {
                     name,
@@ -204,18 +250,22 @@ impl Memory {
                 break;
             }
         }
-        let resume = Resume::of(gap, position.is_some(), replayed);
-        // Without an id: the client keeps its last one until the events that follow.
-        let gap = gap
-            .and_then(|reason| (self.config.gap_event)(reason))
-            .map(|mut event| {
-                let _replaced = event.take_id();
-                event
-            });
+        let resume = Resume::of(gap, after.is_some(), replayed);
+        let gap = options.gap_event(&self.config, gap);
         let feed: Arc<dyn Feed> = self.clone();
         let bounds = self.config.queue_bounds();
-        let source = Subscriber::new(feed, topics, (id, waiter), newest, gap, bounds);
+        let filter = options.filter.clone();
+        let source = Subscriber::new(feed, topics, (id, waiter), newest, gap, bounds, filter);
         Ok((Box::pin(source), resume))
+    }
+
+    /// The sequence number of the oldest event of `names` retained with the publisher's `id`.
+    fn find_kept(&self, names: &[Arc<str>], id: &str) -> Option<u64> {
+        names
+            .iter()
+            .filter_map(|name| read(self.shard(name)).get(name).cloned())
+            .filter_map(|topic| topic.read().find_id(id))
+            .min()
     }
 
     /// Takes `topic` out of the map if it has neither subscribers nor (unless `evicting`)

@@ -55,6 +55,8 @@ mod topic;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::{Event, EventError, LastEventId};
 
 #[cfg(feature = "redis")]
@@ -326,6 +328,129 @@ impl HubBuilder {
     }
 }
 
+/// How an event is published ([`Hub::publish_with`]).
+#[derive(Debug, Clone, Default)]
+#[must_use = "options do nothing until given to `Hub::publish_with`"]
+pub struct Publish {
+    keep_id: bool,
+    tag: Bytes,
+}
+
+impl Publish {
+    /// The defaults of [`Hub::publish`]: the hub gives the event its id, no tag.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The event keeps the id it has (an event without one gets the hub's, as by default):
+    /// for a protocol whose publishers choose their ids (Mercure). A client resumes after such
+    /// an id as after the hub's: from the oldest retained event that has it (ids should be
+    /// unique; what came after its first use is sent). An id that no retained event has is
+    /// a gap. In a subscription of several topics on Redis, events carry the subscription's
+    /// own positions instead.
+    pub fn keep_id(mut self) -> Self {
+        self.keep_id = true;
+        self
+    }
+
+    /// Bytes stored with the event, never sent: what the filters of subscriptions
+    /// ([`Subscribe::filter`]) decide by (say, who may read it). Empty by default.
+    pub fn tag(mut self, tag: impl Into<Bytes>) -> Self {
+        self.tag = tag.into();
+        self
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Default)]
+enum Start {
+    /// Live events from now on.
+    #[default]
+    Live,
+    /// After the client's `Last-Event-ID`.
+    After(LastEventId),
+    /// Every retained event, without a gap event.
+    Earliest,
+}
+
+/// How a subscription is made ([`Hub::subscribe_with`]).
+#[derive(Clone, Default)]
+#[must_use = "options do nothing until given to `Hub::subscribe_with`"]
+pub struct Subscribe {
+    start: Start,
+    filter: Option<subscriber::Filter>,
+    no_gap_event: bool,
+}
+
+impl Subscribe {
+    /// Live events from now on, every event sent, the hub's gap event when one is due.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Resumes after the client's `Last-Event-ID` (as [`Hub::subscribe`]); `None` is live.
+    pub fn after(mut self, last_event_id: Option<LastEventId>) -> Self {
+        self.start = last_event_id.map_or(Start::Live, Start::After);
+        self
+    }
+
+    /// Starts with every event the topics retain, then live ones; no gap event, since
+    /// nothing more was asked for.
+    pub fn earliest(mut self) -> Self {
+        self.start = Start::Earliest;
+        self
+    }
+
+    /// Sends only the events whose [tags](Publish::tag) `filter` accepts (an untagged event's
+    /// tag is empty), on replay and live. The others are passed over as if sent: they do not
+    /// count against the subscriber's queue, and its position moves past them. It is called
+    /// once per event and subscriber, as the subscriber reads: keep it quick.
+    pub fn filter<F>(mut self, filter: F) -> Self
+    where
+        F: Fn(&[u8]) -> bool + Send + Sync + 'static,
+    {
+        self.filter = Some(Arc::new(filter));
+        self
+    }
+
+    /// Sends no gap event when the position cannot be resumed (the [`Resume`] still says so):
+    /// for a protocol that tells its clients otherwise (Mercure's `Last-Event-ID` response
+    /// header).
+    pub fn without_gap_event(mut self) -> Self {
+        self.no_gap_event = true;
+        self
+    }
+
+    /// The client's id, when the subscription resumes after one.
+    fn last_event_id(&self) -> Option<&str> {
+        match &self.start {
+            Start::After(id) => Some(id.as_str()),
+            Start::Live | Start::Earliest => None,
+        }
+    }
+
+    /// The event that tells of `gap`, if any is to be sent (without an id: the client keeps
+    /// its last one until the events that follow).
+    fn gap_event(&self, config: &HubConfig, gap: Option<GapReason>) -> Option<Event> {
+        if self.no_gap_event {
+            return None;
+        }
+        let mut event = gap.and_then(|reason| (config.gap_event)(reason))?;
+        let _replaced = event.take_id();
+        Some(event)
+    }
+}
+
+impl std::fmt::Debug for Subscribe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribe")
+            .field("start", &self.start)
+            .field("filter", &self.filter.is_some())
+            .field("no_gap_event", &self.no_gap_event)
+            .finish()
+    }
+}
+
 /// Topics, their history, and their subscribers. Cloning is cheap: clones share one hub.
 ///
 /// See the [module documentation](self) for the rules it keeps.
@@ -370,17 +495,56 @@ impl Hub {
     /// On Redis it fails with [`HubError::Unavailable`] while Redis cannot be reached: an
     /// event is never dropped silently.
     pub async fn publish(&self, topic: &str, event: Event) -> Result<String, HubError> {
+        self.publish_with(topic, event, Publish::new()).await
+    }
+
+    /// [`publish`](Self::publish) with options: the event's own id kept, a tag for
+    /// subscribers' filters.
+    ///
+    /// ```
+    /// use tower_sse::hub::{Hub, Publish};
+    /// use tower_sse::Event;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = Hub::memory();
+    /// let event = Event::default().id("urn:uuid:1")?.data("shipped");
+    /// let id = hub
+    ///     .publish_with("orders", event, Publish::new().keep_id().tag("private"))
+    ///     .await?;
+    /// assert_eq!(id, "urn:uuid:1");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        event: Event,
+        options: Publish,
+    ) -> Result<String, HubError> {
         self.validate(topic)?;
         if event.get_data().is_none() {
             return Err(HubError::NoData);
         }
         let id = match &self.engine {
-            Backend::Memory(memory) => memory.publish(topic, event)?,
+            Backend::Memory(memory) => memory.publish(topic, event, options)?,
             #[cfg(feature = "redis")]
-            Backend::Redis(redis) => redis.publish(topic, event).await?,
+            Backend::Redis(redis) => redis.publish(topic, event, options).await?,
         };
         crate::metrics::hub_published();
         Ok(id)
+    }
+
+    /// The id of the newest event `topic` retains, if any: where a client that subscribes
+    /// now with it as its `Last-Event-ID` starts (an application hands it to its pages, so
+    /// that what is published between the page and its subscription is not missed). On Redis,
+    /// a round trip.
+    pub async fn last_id(&self, topic: &str) -> Result<Option<String>, HubError> {
+        self.validate(topic)?;
+        match &self.engine {
+            Backend::Memory(memory) => memory.last_id(topic),
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => redis.last_id(topic).await,
+        }
     }
 
     /// Whether the hub can publish and subscribe now (a readiness check): for the embedded
@@ -411,6 +575,40 @@ impl Hub {
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
+        self.subscribe_with(topics, Subscribe::new().after(last_event_id))
+            .await
+    }
+
+    /// [`subscribe`](Self::subscribe) with options: where to start (live, after an id, or the
+    /// earliest event retained), a filter over the events' tags, whether to send the gap
+    /// event.
+    ///
+    /// ```
+    /// use tower_sse::hub::{Hub, Publish, Subscribe};
+    /// use tower_sse::Event;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = Hub::memory();
+    /// hub.publish_with("news", Event::default().data("for all"), Publish::new()).await?;
+    /// hub.publish_with("news", Event::default().data("staff"), Publish::new().tag("staff"))
+    ///     .await?;
+    /// // Everything retained, without the events tagged `staff`.
+    /// let subscription = hub
+    ///     .subscribe_with(["news"], Subscribe::new().earliest().filter(|tag| tag != b"staff"))
+    ///     .await?;
+    /// # let _ = subscription;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn subscribe_with<I, T>(
+        &self,
+        topics: I,
+        options: Subscribe,
+    ) -> Result<Subscription, HubError>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
         let config = self.engine.config();
         let mut names: Vec<Arc<str>> = Vec::new();
         for topic in topics {
@@ -426,11 +624,10 @@ impl Hub {
                 limit: config.topics_per_subscription,
             });
         }
-        let last = last_event_id.as_ref().map(LastEventId::as_str);
         let (source, resume) = match &self.engine {
-            Backend::Memory(memory) => memory.subscribe(names.clone(), last)?,
+            Backend::Memory(memory) => memory.subscribe(names.clone(), &options)?,
             #[cfg(feature = "redis")]
-            Backend::Redis(redis) => redis.subscribe(names.clone(), last).await?,
+            Backend::Redis(redis) => redis.subscribe(names.clone(), &options).await?,
         };
         tracing::debug!(topics = names.len(), ?resume, "hub subscription");
         Ok(Subscription::new(source, names, resume))

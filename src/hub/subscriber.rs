@@ -19,7 +19,6 @@ use atomic_waker::AtomicWaker;
 use super::subscription::Counted;
 use super::topic::{Backlog, Entry, Topic};
 use crate::engine::{Output, Source};
-use crate::source::EncodedEvent;
 use crate::{CloseReason, Event, StreamError};
 
 /// The most events, and about the most bytes, one poll takes from one ring: about one frame.
@@ -49,8 +48,11 @@ pub(super) trait Feed: Send + Sync {
 /// How a subscriber writes an event of its `index`-th topic: as encoded, unless an engine
 /// gives its subscriptions ids of their own (a Redis subscription of several topics).
 pub(super) trait Stamp: Send + Sync {
-    fn write(&mut self, index: usize, event: &EncodedEvent, out: &mut Output<'_>);
+    fn write(&mut self, index: usize, entry: &Entry, out: &mut Output<'_>);
 }
+
+/// Which events a subscription sends, by their tags ([`Subscribe::filter`](super::Subscribe::filter)).
+pub(super) type Filter = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// One topic of a subscription, and the key of the last event sent from it.
 pub(super) struct Joined {
@@ -70,8 +72,10 @@ pub(super) struct Subscriber {
     gap: Option<Event>,
     /// Events an engine replayed from elsewhere, each with its topic's index: sent before the
     /// rings, whatever the bounds.
-    replay: VecDeque<(usize, EncodedEvent)>,
+    replay: VecDeque<(usize, Entry)>,
     stamp: Option<Box<dyn Stamp>>,
+    /// Sends only the events whose tags it accepts (the others are passed over).
+    filter: Option<Filter>,
     bounds: Bounds,
     /// The newest key when it subscribed: what it replays up to there is not held against its
     /// bounds (a client that comes back may be far behind).
@@ -91,6 +95,7 @@ impl Subscriber {
         live_from: u64,
         gap: Option<Event>,
         bounds: Bounds,
+        filter: Option<Filter>,
     ) -> Self {
         Self {
             feed,
@@ -100,6 +105,7 @@ impl Subscriber {
             gap,
             replay: VecDeque::new(),
             stamp: None,
+            filter,
             bounds,
             live_from,
             allowance: None,
@@ -112,7 +118,7 @@ impl Subscriber {
     #[cfg(feature = "redis")]
     pub(super) fn with_replay(
         mut self,
-        replay: VecDeque<(usize, EncodedEvent)>,
+        replay: VecDeque<(usize, Entry)>,
         stamp: Option<Box<dyn Stamp>>,
     ) -> Self {
         self.replay = replay;
@@ -123,8 +129,8 @@ impl Subscriber {
     /// Sends what its rings hold after its cursors and up to `settled`, in key order, until
     /// `out` is full: a single topic's straight from its ring, several topics' merged from a
     /// batch of each (sent no further than the first batch that stops short reaches, so the
-    /// merge never skips what a ring still holds). How many it sent, or `Err` when it must end
-    /// as lagged.
+    /// merge never skips what a ring still holds). How many it read (sent, or passed over by
+    /// its filter), or `Err` when it must end as lagged.
     fn send(&mut self, settled: u64, out: &mut Output<'_>) -> Result<usize, Lagged> {
         let bounds = self.bounds;
         let live_from = self.live_from;
@@ -132,6 +138,7 @@ impl Subscriber {
             topics,
             allowance,
             stamp,
+            filter,
             ..
         } = self;
         let mut sent = 0;
@@ -151,8 +158,10 @@ impl Subscriber {
                 if out.is_full() {
                     break;
                 }
-                spend(allowance, bounds, live_from, entry)?;
-                write(stamp, 0, &entry.event, out);
+                if accepts(filter, entry) {
+                    spend(allowance, bounds, live_from, entry)?;
+                    write(stamp, 0, entry, out);
+                }
                 joined.cursor = entry.key;
                 sent += 1;
             }
@@ -187,8 +196,10 @@ impl Subscriber {
             if out.is_full() {
                 break;
             }
-            spend(allowance, bounds, live_from, &entry)?;
-            write(stamp, index, &entry.event, out);
+            if accepts(filter, &entry) {
+                spend(allowance, bounds, live_from, &entry)?;
+                write(stamp, index, &entry, out);
+            }
             topics[index].cursor = entry.key;
             sent += 1;
         }
@@ -196,16 +207,19 @@ impl Subscriber {
     }
 }
 
-/// Writes `event` of the `index`-th topic, through `stamp` if there is one.
-fn write(
-    stamp: &mut Option<Box<dyn Stamp>>,
-    index: usize,
-    event: &EncodedEvent,
-    out: &mut Output<'_>,
-) {
+/// Writes `entry` of the `index`-th topic, through `stamp` if there is one.
+fn write(stamp: &mut Option<Box<dyn Stamp>>, index: usize, entry: &Entry, out: &mut Output<'_>) {
     match stamp {
-        Some(stamp) => stamp.write(index, event, out),
-        None => out.encoded(event),
+        Some(stamp) => stamp.write(index, entry, out),
+        None => out.encoded(&entry.event),
+    }
+}
+
+/// Whether the subscription's filter, if any, lets `entry` through.
+pub(super) fn accepts(filter: &Option<Filter>, entry: &Entry) -> bool {
+    match filter {
+        Some(filter) => filter(&entry.tag),
+        None => true,
     }
 }
 
@@ -257,8 +271,8 @@ impl Source for Subscriber {
             out.event(gap);
         }
         // The replay first, whole, before anything can end the stream as lagged.
-        while let Some((index, event)) = this.replay.pop_front() {
-            write(&mut this.stamp, index, &event, out);
+        while let Some((index, entry)) = this.replay.pop_front() {
+            write(&mut this.stamp, index, &entry, out);
             if out.is_full() {
                 return Poll::Pending;
             }

@@ -15,8 +15,9 @@ use crate::SseBody;
 pub enum Resume {
     /// No `Last-Event-ID`: live events from now on.
     Fresh,
-    /// The client's position was known and covered: the events it missed (`replayed` of them),
-    /// then live ones.
+    /// The client's position was known and covered (or it asked for the
+    /// [earliest](super::Subscribe::earliest) events): the events it missed (`replayed` of
+    /// them), then live ones.
     Resumed {
         /// How many retained events were sent first.
         replayed: usize,
@@ -62,6 +63,18 @@ impl Subscription {
     /// The subscription as an event stream response.
     pub fn into_http(self) -> http::Response<SseBody<Empty<Bytes>>> {
         crate::source::boxed_response(self.source)
+    }
+}
+
+/// A subscription is a [`Source`](crate::source::Source): wrap it to add to its stream (end it
+/// at a deadline, say), and serve it with [`source::response`](crate::source::response).
+impl crate::source::Source for Subscription {
+    fn poll_events(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut crate::source::Output<'_>,
+    ) -> std::task::Poll<Result<(), crate::StreamError>> {
+        self.get_mut().source.as_mut().poll_events(cx, out)
     }
 }
 

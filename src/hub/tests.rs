@@ -11,7 +11,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower::{service_fn, Layer, ServiceExt};
 
-use super::{GapReason, Hub, HubError, Resume, Subscription};
+use super::{GapReason, Hub, HubError, Publish, Resume, Subscribe, Subscription};
 use crate::{CloseReason, Event, LastEventId, SseLayer};
 
 /// A subscription's stream, read frame by frame.
@@ -508,4 +508,98 @@ async fn shutdown_ends_hub_streams_and_a_restarted_process_reports_the_gap() {
         text.contains("event: reset\ndata: {\"reason\":\"unknown\"}\n\ndata: after\n"),
         "{text}"
     );
+}
+
+/// Publishes `data` on `topic` with the id `id` kept and `tag`.
+async fn publish_kept(hub: &Hub, topic: &str, id: &str, data: &str, tag: &'static str) {
+    let event = Event::default()
+        .id(id)
+        .unwrap_or_else(|e| panic!("{e}")) // ok: test
+        .data(data);
+    let given = hub
+        .publish_with(topic, event, Publish::new().keep_id().tag(tag))
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert_eq!(given, id, "a kept id is the event's id");
+}
+
+#[tokio::test]
+async fn kept_ids_resume_from_their_first_use_and_filters_pass_over_what_they_refuse() {
+    let hub = Hub::memory();
+    let mut live = Reader::of(
+        hub.subscribe_with(["t"], Subscribe::new().filter(|tag| tag != b"secret"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")), // ok: test
+    );
+    publish_kept(&hub, "t", "urn:a", "one", "").await;
+    publish_kept(&hub, "t", "urn:b", "two", "secret").await;
+    publish_kept(&hub, "t", "urn:a", "three", "").await; // the id reused
+    let plain = publish(&hub, "t", "four").await; // the hub's id when none is kept
+    publish_kept(&hub, "t", "urn:c", "five", "secret").await;
+    publish_kept(&hub, "t", "urn:d", "six", "").await;
+    live.until("data: six").await;
+    assert_eq!(live.ids(), ["urn:a", "urn:a", plain.as_str(), "urn:d"]);
+    assert!(!live.text.contains("two") && !live.text.contains("five"));
+    assert_eq!(
+        hub.last_id("t").await.ok().flatten().as_deref(),
+        Some("urn:d")
+    );
+    assert_eq!(hub.last_id("none").await.ok().flatten(), None);
+
+    // After a reused id: from its first use, what came after it, the reuse included.
+    let resumed = hub
+        .subscribe_with(["t"], Subscribe::new().after(last("urn:a")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert_eq!(resumed.resume(), Resume::Resumed { replayed: 5 });
+    let mut resumed = Reader::of(resumed);
+    resumed.until("data: six").await;
+    assert_eq!(
+        resumed.ids(),
+        ["urn:b", "urn:a", plain.as_str(), "urn:c", "urn:d"]
+    );
+
+    // Everything retained, filtered: the refused events are not counted as replayed.
+    let filter = |tag: &[u8]| tag.is_empty();
+    let earliest = hub
+        .subscribe_with(["t"], Subscribe::new().earliest().filter(filter))
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert_eq!(earliest.resume(), Resume::Resumed { replayed: 4 });
+    let mut earliest = Reader::of(earliest);
+    earliest.until("data: six").await;
+    assert_eq!(earliest.ids(), ["urn:a", "urn:a", plain.as_str(), "urn:d"]);
+
+    // An id no retained event has: a gap, told or not as the subscription asks.
+    for quiet in [false, true] {
+        let mut options = Subscribe::new().after(last("urn:gone"));
+        if quiet {
+            options = options.without_gap_event();
+        }
+        let gap = hub
+            .subscribe_with(["t"], options)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")); // ok: test
+        assert!(matches!(gap.resume(), Resume::Gap { replayed: 6, .. }));
+        let mut gap = Reader::of(gap);
+        gap.until("data: six").await;
+        assert_eq!(gap.text.contains("event: reset"), !quiet);
+    }
+}
+
+#[tokio::test]
+async fn a_filter_that_refuses_a_long_run_still_reaches_what_follows_it() {
+    // More refused events than one read takes: the subscriber must read on, not wait.
+    let hub = Hub::builder().history(5000, usize::MAX).build();
+    let mut reader = Reader::of(
+        hub.subscribe_with(["t"], Subscribe::new().filter(|tag| tag == b"mine"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")), // ok: test
+    );
+    for n in 0..3000 {
+        publish_kept(&hub, "t", &format!("other-{n}"), "x", "other").await;
+    }
+    publish_kept(&hub, "t", "last", "mine", "mine").await;
+    assert!(reader.until("data: mine").await.contains("id: last"));
+    assert_eq!(reader.ids(), ["last"]);
 }

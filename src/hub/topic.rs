@@ -14,6 +14,7 @@ use std::task::Waker;
 
 use crate::source::EncodedEvent;
 use atomic_waker::AtomicWaker;
+use bytes::Bytes;
 
 /// One published event, encoded once (its id line included); subscribers share its bytes.
 #[derive(Debug, Clone)]
@@ -22,6 +23,12 @@ pub(super) struct Entry {
     pub(super) key: u64,
     /// The whole event on the wire, with its id.
     pub(super) event: EncodedEvent,
+    /// The engine's own id of the event when the event's id is the publisher's
+    /// ([`Publish::keep_id`](super::Publish::keep_id)); `None` when the event's id is the
+    /// engine's.
+    pub(super) position: Option<Bytes>,
+    /// What subscribers' filters read ([`Publish::tag`](super::Publish::tag)); never sent.
+    pub(super) tag: Bytes,
     /// The bytes of every event of the topic up to and including this one: how far apart two
     /// entries are, in bytes.
     end: u64,
@@ -29,7 +36,20 @@ pub(super) struct Entry {
 
 impl Entry {
     pub(super) fn new(key: u64, event: EncodedEvent) -> Self {
-        Self { key, event, end: 0 }
+        Self {
+            key,
+            event,
+            position: None,
+            tag: Bytes::new(),
+            end: 0,
+        }
+    }
+
+    /// The entry with `tag`, and `position` as its engine's id if the event's id is not.
+    pub(super) fn marked(mut self, tag: Bytes, position: Option<Bytes>) -> Self {
+        self.tag = tag;
+        self.position = position;
+        self
     }
 
     /// Its size on the wire.
@@ -236,6 +256,19 @@ impl Ring {
                 bytes: self.total - (first.end - first.len() as u64),
             },
         }
+    }
+
+    /// The key of the oldest retained entry whose event's id is `id`.
+    pub(super) fn find_id(&self, id: &str) -> Option<u64> {
+        self.entries
+            .iter()
+            .find(|entry| entry.event.id() == Some(id))
+            .map(|entry| entry.key)
+    }
+
+    /// The id of the newest retained event.
+    pub(super) fn newest_id(&self) -> Option<&str> {
+        self.entries.back().and_then(|entry| entry.event.id())
     }
 
     /// The entries after `key` up to `until` (inclusive), in order.

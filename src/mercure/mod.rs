@@ -16,15 +16,21 @@
 //! - [`Update`]: a publish request's form, checked (topics, the hub's reserved namespace, ids,
 //!   types, retry, limits) before anything is published, and the event subscribers receive.
 //!
-//! The hub service that speaks the protocol over `hub::Hub` is built on these.
+//! [`MercureHub`] speaks the protocol over a [`Hub`](crate::hub::Hub) with these: a Tower
+//! service to mount at the hub's path.
 
 mod form_pairs;
 mod matcher;
+mod presence;
+mod service;
+mod stream;
 mod subscribe;
+mod tag;
 mod token;
 mod update;
 
 pub use matcher::{MatchType, Matcher, MatcherError, MAX_PATTERN_LEN};
+pub use service::{MercureBody, MercureHub, MercureHubBuilder};
 pub use subscribe::{discovery_link, QueryError, SubscribeQuery, MAX_MATCHERS};
 pub use token::{
     presented_token, Grants, TokenError, TokenKey, Verifier, AUTHORIZATION_DETAIL_TYPE, COOKIE,

@@ -19,6 +19,8 @@ mod heartbeat;
 mod lenient_parsers;
 mod lifecycle;
 mod limits;
+#[cfg(all(feature = "mercure", feature = "axum"))]
+mod mercure;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod negotiation;

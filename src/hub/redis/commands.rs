@@ -39,14 +39,33 @@ return {last, added, length, first, entries}
 /// the new entry's id and the id of the entry before it, so that a reader learns of the
 /// topic's entries it did not see in the log; the new entry's id. (Both keys carry the shard's
 /// hash tag: one cluster slot.)
+///
+/// The event's kept id (`ARGV[5]`) and tag (`ARGV[6]`) are stored as fields `k` and `g` when
+/// they are not empty.
 const PUBLISH: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local before = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local previous = '0-0'
 if before[1] then previous = before[1][1] end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[4], 'i', id, 'p', previous, 'e', ARGV[2])
+local fields = {'e', ARGV[2]}
+if ARGV[5] ~= '' then fields[#fields + 1] = 'k'; fields[#fields + 1] = ARGV[5] end
+if ARGV[6] ~= '' then fields[#fields + 1] = 'g'; fields[#fields + 1] = ARGV[6] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[4], 'i', id, 'p', previous, unpack(fields))
 return id
+";
+
+/// The id of the oldest of the first `ARGV[2]` entries of a stream (`KEYS[1]`) whose kept id
+/// (field `k`) is `ARGV[1]`, or nil.
+const FIND_KEPT: &str = r"
+local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[2])
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'k' and fields[i + 1] == ARGV[1] then return entry[1] end
+  end
+end
+return false
 ";
 
 /// A stream's state and a page of its entries after an id.
@@ -83,6 +102,7 @@ pub(super) struct Commands {
     timeout: Duration,
     history: Arc<redis::Script>,
     publish: Arc<redis::Script>,
+    find_kept: Arc<redis::Script>,
 }
 
 impl Commands {
@@ -101,6 +121,7 @@ impl Commands {
             timeout,
             history: Arc::new(redis::Script::new(HISTORY)),
             publish: Arc::new(redis::Script::new(PUBLISH)),
+            find_kept: Arc::new(redis::Script::new(FIND_KEPT)),
         })
     }
 
@@ -137,14 +158,15 @@ impl Commands {
         .await
     }
 
-    /// Appends `body` to `topic`'s stream at `key`, trimmed to about `keep` entries, and to
-    /// the shard's `log`, trimmed to about `log_keep`; its entry id.
+    /// Appends `body` (with its kept id and tag, if not empty) to `topic`'s stream at `key`,
+    /// trimmed to about `keep` entries, and to the shard's `log`, trimmed to about `log_keep`;
+    /// its entry id.
     pub(super) async fn publish(
         &self,
         (topic, key): (&str, &str),
         (log, log_keep): (&str, usize),
         keep: usize,
-        body: &[u8],
+        (body, kept_id, tag): (&[u8], &str, &[u8]),
     ) -> Result<EntryId, HubError> {
         let mut invocation = self.publish.key(key);
         // Redis takes signed 64-bit counts.
@@ -153,7 +175,9 @@ impl Commands {
             .arg(keep.min(i64::MAX as usize))
             .arg(body)
             .arg(log_keep.min(i64::MAX as usize))
-            .arg(topic);
+            .arg(topic)
+            .arg(kept_id)
+            .arg(tag);
         let invocation = &invocation;
         let reply = self
             .attempt(false, |mut manager| async move {
@@ -163,6 +187,43 @@ impl Commands {
         bytes_of(&reply)
             .and_then(EntryId::parse)
             .ok_or_else(|| unexpected("the publish script", &reply))
+    }
+
+    /// The entry id of the oldest of the first `within` entries at `key` kept with the
+    /// publisher's `id`.
+    pub(super) async fn find_kept(
+        &self,
+        key: &str,
+        id: &str,
+        within: usize,
+    ) -> Result<Option<EntryId>, HubError> {
+        let mut invocation = self.find_kept.key(key);
+        invocation.arg(id).arg(within.min(i64::MAX as usize));
+        let invocation = &invocation;
+        let reply = self
+            .attempt(true, |mut manager| async move {
+                invocation.invoke_async::<Value>(&mut manager).await
+            })
+            .await?;
+        match &reply {
+            Value::Nil => Ok(None),
+            other => bytes_of(other)
+                .and_then(EntryId::parse)
+                .map(Some)
+                .ok_or_else(|| unexpected("the kept id script", &reply)),
+        }
+    }
+
+    /// The newest entry of `topic`'s stream at `key`, if any.
+    pub(super) async fn newest_entry(
+        &self,
+        topic: &Arc<str>,
+        key: &str,
+    ) -> Result<Option<Parsed>, HubError> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(key).arg("+").arg("-").arg("COUNT").arg(1);
+        let reply = self.query(&cmd).await?;
+        Ok(item::parse_entries(topic, &reply).into_iter().next())
     }
 
     /// The id of the newest entry at `key`, `0-0` when there is none.

@@ -15,10 +15,16 @@ use bytes::{Bytes, BytesMut};
 use redis::Value;
 
 use super::entry_id::EntryId;
+use crate::hub::topic::Entry;
+use crate::source::EncodedEvent;
 use crate::Event;
 
 /// The field that holds the encoded event.
 pub(super) const FIELD: &str = "e";
+/// The event's own id, when its publisher kept it ([`Publish::keep_id`](crate::hub::Publish::keep_id)).
+pub(super) const KEPT_ID: &str = "k";
+/// The event's tag ([`Publish::tag`](crate::hub::Publish::tag)), when it has one.
+pub(super) const TAG: &str = "g";
 /// A log entry's fields besides [`FIELD`]: the topic, its entry's id, the entry before it.
 pub(super) const LOG_TOPIC: &str = "t";
 pub(super) const LOG_ID: &str = "i";
@@ -29,36 +35,90 @@ pub(super) const LOG_PREVIOUS: &str = "p";
 pub(super) struct Item {
     pub(super) topic: Arc<str>,
     pub(super) id: EntryId,
-    /// The entry id as text, the event's id for single-topic subscribers.
+    /// The entry id as text, the event's id for single-topic subscribers unless its publisher
+    /// kept its own.
     pub(super) id_text: Bytes,
+    /// The id it is sent with: its kept id, else `id_text`.
+    pub(super) wire_id: Bytes,
     /// The whole event: its fields, then its id line and the blank line.
     pub(super) whole: Bytes,
+    pub(super) tag: Bytes,
+}
+
+/// An entry's fields, as stored.
+#[derive(Default)]
+struct Fields<'a> {
+    body: Option<&'a [u8]>,
+    kept_id: Option<&'a [u8]>,
+    tag: Option<&'a [u8]>,
+}
+
+impl<'a> Fields<'a> {
+    /// Takes the field `name` if it is one of an event's; whether it was.
+    fn take(&mut self, name: &[u8], value: &'a [u8]) -> bool {
+        let slot = match name {
+            name if name == FIELD.as_bytes() => &mut self.body,
+            name if name == KEPT_ID.as_bytes() => &mut self.kept_id,
+            name if name == TAG.as_bytes() => &mut self.tag,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
+    }
 }
 
 impl Item {
-    /// `body` (checked) of `topic`'s entry `id`, as it is sent: with its id line.
-    fn new(topic: &Arc<str>, id: EntryId, id_bytes: &[u8], body: &[u8]) -> Option<Self> {
-        if !is_body(body) {
-            return None;
-        }
-        let mut whole = BytesMut::with_capacity(body.len() + id_bytes.len() + 6);
+    /// The event `fields` (checked) of `topic`'s entry `id` hold, as it is sent: with its id
+    /// line.
+    fn new(topic: &Arc<str>, id: EntryId, id_bytes: &[u8], fields: &Fields<'_>) -> Option<Self> {
+        let body = fields.body.filter(|body| is_body(body))?;
+        let kept = match fields.kept_id {
+            Some(kept) if is_id(kept) => Some(kept),
+            Some(_) => return None,
+            None => None,
+        };
+        let wire_id = kept.unwrap_or(id_bytes);
+        let mut whole = BytesMut::with_capacity(body.len() + wire_id.len() + 6);
         whole.extend_from_slice(body);
         whole.extend_from_slice(b"id: ");
-        whole.extend_from_slice(id_bytes);
+        whole.extend_from_slice(wire_id);
         whole.extend_from_slice(b"\n\n");
+        let whole = whole.freeze();
+        let id_text = Bytes::copy_from_slice(id_bytes);
+        let wire_id = match kept {
+            Some(_) => whole.slice(body.len() + 4..whole.len() - 2),
+            None => id_text.clone(),
+        };
         Some(Self {
             topic: topic.clone(),
             id,
-            id_text: Bytes::copy_from_slice(id_bytes),
-            whole: whole.freeze(),
+            id_text,
+            wire_id,
+            whole,
+            tag: fields.tag.map(Bytes::copy_from_slice).unwrap_or_default(),
         })
+    }
+
+    /// The item as a ring's entry, keyed `key`.
+    pub(super) fn into_entry(self, key: u64) -> Entry {
+        let kept = self.wire_id != self.id_text;
+        let event = EncodedEvent::from_encoded(self.whole, Some(self.wire_id), true);
+        Entry::new(key, event).marked(self.tag, kept.then_some(self.id_text))
     }
 
     /// The body, without the id line.
     #[cfg(test)]
     pub(super) fn body(&self) -> &[u8] {
-        &self.whole[..self.whole.len() - self.id_text.len() - "id: \n\n".len()]
+        &self.whole[..self.whole.len() - self.wire_id.len() - "id: \n\n".len()]
     }
+}
+
+/// Whether a kept id can follow `id: ` on a line of its own: UTF-8, without line breaks or
+/// NUL (as [`Event::id`] allows), not empty.
+fn is_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && memchr::memchr3(b'\n', b'\r', 0, id).is_none()
+        && std::str::from_utf8(id).is_ok()
 }
 
 /// One publish as a shard's log repeats it, for a topic live on this node (`L` says how the
@@ -95,17 +155,21 @@ pub(super) fn parse_log<L>(
             continue;
         };
         last = Some(log_id);
-        let (mut topic, mut id, mut previous, mut body) = (None, None, None, None);
+        let (mut topic, mut id, mut previous) = (None, None, None);
+        let mut event = Fields::default();
         for (name, value) in field_pairs(fields) {
+            if event.take(name, value) {
+                continue;
+            }
             match std::str::from_utf8(name) {
                 Ok(LOG_TOPIC) => topic = std::str::from_utf8(value).ok(),
                 Ok(LOG_ID) => id = Some(value),
                 Ok(LOG_PREVIOUS) => previous = EntryId::parse(value),
-                Ok(FIELD) => body = Some(value),
                 _ => {}
             }
         }
-        let (Some(topic), Some(id_bytes), Some(previous), Some(body)) = (topic, id, previous, body)
+        let (Some(topic), Some(id_bytes), Some(previous), Some(_)) =
+            (topic, id, previous, event.body)
         else {
             tracing::warn!(%log_id, "a log entry that is not a hub's: skipped");
             continue;
@@ -117,7 +181,7 @@ pub(super) fn parse_log<L>(
             tracing::warn!(%log_id, "a log entry with an unreadable entry id: skipped");
             continue;
         };
-        let parsed = match Item::new(&topic, id, id_bytes, body) {
+        let parsed = match Item::new(&topic, id, id_bytes, &event) {
             Some(item) => Parsed::Item(item),
             None => {
                 tracing::warn!(%topic, %id, "a logged entry that is not a hub event: skipped");
@@ -195,10 +259,11 @@ pub(super) fn parse_entry(topic: &Arc<str>, entry: &Value) -> Option<Parsed> {
     };
     let id_bytes = bytes_of(id)?;
     let id = EntryId::parse(id_bytes)?;
-    let item = field_pairs(fields)
-        .find(|(name, _)| *name == FIELD.as_bytes())
-        .and_then(|(_, body)| Item::new(topic, id, id_bytes, body));
-    let Some(item) = item else {
+    let mut event = Fields::default();
+    for (name, value) in field_pairs(fields) {
+        event.take(name, value);
+    }
+    let Some(item) = Item::new(topic, id, id_bytes, &event) else {
         tracing::warn!(%topic, %id, "a stream entry that is not a hub event: skipped");
         return Some(Parsed::Foreign(topic.clone(), id));
     };

@@ -14,9 +14,8 @@ use atomic_waker::AtomicWaker;
 
 use super::entry_id::EntryId;
 use super::item::Parsed;
-use crate::hub::topic::{Entry, RingBounds, Topic};
+use crate::hub::topic::{RingBounds, Topic};
 use crate::hub::HubError;
-use crate::source::EncodedEvent;
 
 /// What every shard of a node shares.
 pub(super) struct Node {
@@ -82,8 +81,7 @@ impl Node {
                     continue;
                 }
                 *key += 1;
-                let event = EncodedEvent::from_encoded(item.whole, Some(item.id_text), true);
-                ring.push(Entry::new(*key, event), self.bounds);
+                ring.push(item.into_entry(*key), self.bounds);
                 drop(ring);
                 if !woken
                     .last()

@@ -49,10 +49,10 @@ use self::item::{Item, Parsed};
 use self::live::Node;
 use self::positions::Positions;
 use self::reader::{Shard, LOG_KEEP, PAGE};
-use super::subscriber::{Feed, Joined, Stamp, Subscriber};
-use super::{GapReason, HubConfig, HubError, Resume};
+use super::subscriber::{accepts, Feed, Joined, Stamp, Subscriber};
+use super::topic::Entry;
+use super::{GapReason, HubConfig, HubError, Publish, Resume, Start, Subscribe};
 use crate::engine::BoxSource;
-use crate::source::EncodedEvent;
 use crate::Event;
 
 /// Where and how a [`Hub`](super::Hub) keeps its topics on Redis: the options of
@@ -209,9 +209,19 @@ impl RedisBackend {
     }
 
     /// Appends `event` to `topic`'s stream; its id.
-    pub(super) async fn publish(&self, topic: &str, mut event: Event) -> Result<String, HubError> {
+    pub(super) async fn publish(
+        &self,
+        topic: &str,
+        mut event: Event,
+        options: Publish,
+    ) -> Result<String, HubError> {
         self.check_open()?;
-        let _replaced = event.take_id();
+        let replaced = event.take_id();
+        let kept = replaced.filter(|id| options.keep_id && !id.is_empty());
+        let kept = kept
+            .as_deref()
+            .map(crate::event::as_str)
+            .unwrap_or_default();
         let body = item::body_of(&event);
         let shard = self.shard(topic);
         let id = self
@@ -220,10 +230,27 @@ impl RedisBackend {
                 (topic, &self.key(topic)),
                 (&shard.log, LOG_KEEP),
                 self.config.history_events,
-                &body,
+                (&body, kept, &options.tag),
             )
             .await?;
-        Ok(id.to_string())
+        if kept.is_empty() {
+            Ok(id.to_string())
+        } else {
+            Ok(kept.to_owned())
+        }
+    }
+
+    /// The id of the newest event `topic`'s stream holds.
+    pub(super) async fn last_id(&self, topic: &str) -> Result<Option<String>, HubError> {
+        self.check_open()?;
+        let name: Arc<str> = Arc::from(topic);
+        let newest = self.commands.newest_entry(&name, &self.key(topic)).await?;
+        Ok(match newest {
+            Some(Parsed::Item(item)) => Some(crate::event::as_str(&item.wire_id).to_owned()),
+            // Written by something else: its entry id is a position all the same.
+            Some(Parsed::Foreign(_, id)) => Some(id.to_string()),
+            None => None,
+        })
     }
 
     /// Whether Redis answers, and every reader is connected (live entries flow).
@@ -242,7 +269,7 @@ impl RedisBackend {
     pub(super) async fn subscribe(
         self: &Arc<Self>,
         topics: Vec<Arc<str>>,
-        last_event_id: Option<&str>,
+        options: &Subscribe,
     ) -> Result<(BoxSource, Resume), HubError> {
         self.check_open()?;
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
@@ -276,19 +303,31 @@ impl RedisBackend {
             }
             seams.push(seam);
         }
-        let requested = last_event_id.map(|id| parse_positions(id, topics.len()));
+        let requested = match (&options.start, options.last_event_id()) {
+            (_, Some(id)) => Some(self.positions_of(&topics, id).await?),
+            // Everything retained: positions nobody gave, so a trim is no gap.
+            (Start::Earliest, None) => Some((vec![EntryId::ZERO; topics.len()], false)),
+            _ => None,
+        };
+        let requested_any = requested.is_some();
         let (positions, gap, replay) = match requested {
             None => (seams.clone(), None, Vec::new()),
-            Some(positions) => {
-                let malformed = positions.is_none();
-                let starts = positions.unwrap_or_else(|| vec![EntryId::ZERO; topics.len()]);
+            Some((starts, checked)) => {
+                let malformed = checked && starts.is_empty();
+                let starts = if malformed {
+                    vec![EntryId::ZERO; topics.len()]
+                } else {
+                    starts
+                };
                 let mut gap = malformed.then_some(GapReason::Malformed);
                 let mut replay = Vec::new();
                 let mut positions = Vec::with_capacity(topics.len());
                 for (index, ((topic, start), seam)) in
                     topics.iter().zip(starts).zip(&seams).enumerate()
                 {
-                    let history = self.history(topic, start, !malformed, *seam).await?;
+                    let history = self
+                        .history(topic, start, checked && !malformed, *seam)
+                        .await?;
                     gap = gap.or(history.gap);
                     positions.push(history.from);
                     replay.extend(history.items.into_iter().map(|item| (index, item)));
@@ -298,15 +337,13 @@ impl RedisBackend {
                 (positions, gap, replay)
             }
         };
-        let resume = Resume::of(gap, last_event_id.is_some(), replay.len());
-        let gap = gap.and_then(|reason| (self.config.gap_event)(reason));
-        let replay = replay
+        let replay: VecDeque<(usize, Entry)> = replay
             .into_iter()
-            .map(|(index, item)| {
-                let event = EncodedEvent::from_encoded(item.whole, Some(item.id_text), true);
-                (index, event)
-            })
+            .map(|(index, item)| (index, item.into_entry(0)))
+            .filter(|(_, entry)| accepts(&options.filter, entry))
             .collect();
+        let resume = Resume::of(gap, requested_any, replay.len());
+        let gap = options.gap_event(&self.config, gap);
         // One topic's events carry their entry ids, and need no positions unless the client is
         // ahead of where its ring starts (this node's reader has not handed on its last id
         // yet); several topics' carry every position.
@@ -317,9 +354,34 @@ impl RedisBackend {
         let feed: Arc<dyn Feed> = self.clone();
         let bounds = self.config.queue_bounds();
         // Everything in the rings after the cursors is live: counted against the bounds.
-        let source =
-            Subscriber::new(feed, joined, (id, waiter), 0, gap, bounds).with_replay(replay, stamp);
+        let filter = options.filter.clone();
+        let source = Subscriber::new(feed, joined, (id, waiter), 0, gap, bounds, filter)
+            .with_replay(replay, stamp);
         Ok((Box::pin(source), resume))
+    }
+
+    /// Where the client's `id` places it in each of `topics`' streams, and `true` (the
+    /// positions came from the client): the entry ids the hub gives, one per topic; for a
+    /// single topic, the entry of an id its publisher kept (the oldest that has it); none
+    /// (empty) when the id is neither.
+    async fn positions_of(
+        &self,
+        topics: &[Arc<str>],
+        id: &str,
+    ) -> Result<(Vec<EntryId>, bool), HubError> {
+        if let Some(positions) = parse_positions(id, topics.len()) {
+            return Ok((positions, true));
+        }
+        let [topic] = topics else {
+            return Ok((Vec::new(), true));
+        };
+        // The stream may hold a little more than the history (`MAXLEN ~`): a page more.
+        let within = self.config.history_events.saturating_add(PAGE);
+        let found = self
+            .commands
+            .find_kept(&self.key(topic), id, within)
+            .await?;
+        Ok((found.into_iter().collect(), true))
     }
 
     /// What `topic` replays after `start`: its retained entries after it, or, when `start` is

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use super::entry_id::EntryId;
 use crate::engine::Output;
 use crate::hub::subscriber::Stamp;
+use crate::hub::topic::Entry;
 use crate::source::EncodedEvent;
 
 /// The positions of one subscription.
@@ -47,16 +48,20 @@ impl Positions {
 impl Stamp for Positions {
     /// Skips `event` if its topic's position is at or past it; else writes it, with the
     /// subscription's id in place of the entry's if it has several topics.
-    fn write(&mut self, index: usize, event: &EncodedEvent, out: &mut Output<'_>) {
+    fn write(&mut self, index: usize, entry: &Entry, out: &mut Output<'_>) {
         let several = self.positions.len() > 1;
+        let event = &entry.event;
         let bytes = event.as_bytes();
-        // A topic's entry as the engine made it: its fields, `id: {entry id}` and the blank line.
-        let entry = event.id_bytes().and_then(|text| {
+        // A topic's entry as the engine made it: its fields, `id: {its id}` and the blank line;
+        // its entry id is its id, unless the publisher kept an id of its own.
+        let wire_id = event.id_bytes();
+        let parsed = wire_id.and_then(|wire_id| {
+            let text = entry.position.clone().unwrap_or_else(|| wire_id.clone());
             let id = EntryId::parse(&text)?;
-            let fields = bytes.get(..bytes.len().checked_sub(4 + text.len() + 2)?)?;
+            let fields = bytes.get(..bytes.len().checked_sub(4 + wire_id.len() + 2)?)?;
             Some((id, text, fields))
         });
-        let (Some((id, text, fields)), Some(position)) = (entry, self.positions.get_mut(index))
+        let (Some((id, text, fields)), Some(position)) = (parsed, self.positions.get_mut(index))
         else {
             out.encoded(event);
             return;
