@@ -34,6 +34,17 @@ pub struct Seen {
 /// Subscribes, reads until the `end` event; on an early end (the hub ends a lagging stream),
 /// reconnects with `Last-Event-ID`, as `EventSource` does.
 pub async fn subscriber(addr: SocketAddr, path: &str, ready: Arc<AtomicU64>) -> Seen {
+    subscriber_with(addr, path, &[], ready).await
+}
+
+/// [`subscriber`] with `headers` on each request (a token, say).
+#[allow(dead_code)] // not every bench sends headers
+pub async fn subscriber_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    ready: Arc<AtomicU64>,
+) -> Seen {
     let mut seen = Seen::default();
     let mut last_id: Option<String> = None;
     let mut first = true;
@@ -44,6 +55,9 @@ pub async fn subscriber(addr: SocketAddr, path: &str, ready: Arc<AtomicU64>) -> 
             .expect("handshake");
         tokio::spawn(connection);
         let mut request = Request::get(path).header("accept", "text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(id) = &last_id {
             request = request.header("last-event-id", id.as_str());
         }

@@ -11,7 +11,7 @@
 //!   receive), all or nothing; [`presented_token`] finds the token (the `Authorization` header,
 //!   else a cookie) and [`TokenError`] gives each refusal its RFC 6750 answer.
 //! - [`SubscribeQuery`]: a subscribe request's matchers (either generation's parameters) and
-//!   cursor (`Last-Event-ID`, `last_event_id`, `lastEventID`); [`discovery_link`] the `Link`
+//!   cursor (`Last-Event-ID`, `last_event_id`, `lastEventID`); [`discovery_link`] and [`DiscoveryLayer`] the `Link`
 //!   header that points an application's clients at the hub.
 //! - [`Update`]: a publish request's form, checked (topics, the hub's reserved namespace, ids,
 //!   types, retry, limits) before anything is published, and the event subscribers receive.
@@ -19,6 +19,7 @@
 //! [`MercureHub`] speaks the protocol over a [`Hub`](crate::hub::Hub) with these: a Tower
 //! service to mount at the hub's path.
 
+mod discovery;
 mod form_pairs;
 mod matcher;
 mod presence;
@@ -29,9 +30,10 @@ mod tag;
 mod token;
 mod update;
 
+pub use discovery::{discovery_link, Discovery, DiscoveryLayer};
 pub use matcher::{MatchType, Matcher, MatcherError, MAX_PATTERN_LEN};
 pub use service::{MercureBody, MercureHub, MercureHubBuilder};
-pub use subscribe::{discovery_link, QueryError, SubscribeQuery, MAX_MATCHERS};
+pub use subscribe::{QueryError, SubscribeQuery, MAX_MATCHERS};
 pub use token::{
     presented_token, Grants, TokenError, TokenKey, Verifier, AUTHORIZATION_DETAIL_TYPE, COOKIE,
     PRE_STANDARD_COOKIE,

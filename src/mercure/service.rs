@@ -119,6 +119,19 @@ impl MercureHub {
     pub fn url(&self) -> &Url {
         &self.inner.url
     }
+
+    /// The id of the newest update the hub retains, if any: the cursor an application hands to
+    /// its clients with a resource (they subscribe with it as `last_event_id`, and miss nothing
+    /// published since). On Redis, a round trip.
+    pub async fn last_event_id(&self) -> Result<Option<String>, HubError> {
+        self.inner.hub.last_id(&self.inner.topic).await
+    }
+
+    /// A layer that adds the hub's discovery `Link` header, with the cursor, to every response
+    /// of an application's routes.
+    pub fn discovery(&self) -> super::DiscoveryLayer {
+        super::DiscoveryLayer::new(self.clone())
+    }
 }
 
 impl MercureHubBuilder {

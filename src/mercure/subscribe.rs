@@ -1,6 +1,6 @@
 //! [`SubscribeQuery`]: a subscribe request's matchers and cursor, in either generation.
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use url::Url;
 
 use super::form_pairs;
@@ -153,31 +153,10 @@ impl SubscribeQuery {
     }
 }
 
-/// The discovery header for an application's resources: `Link: <hub>; rel="mercure"`, with the
-/// resource's last event id when there is one (a subscriber passes it back as `last_event_id`).
-/// `None` when `hub` or the id cannot be written in a header.
-///
-/// ```
-/// let link = tower_sse::mercure::discovery_link("https://example.com/.well-known/mercure", Some("urn:uuid:1"));
-/// assert_eq!(
-///     link.as_ref().and_then(|value| value.to_str().ok()),
-///     Some(r#"<https://example.com/.well-known/mercure>; rel="mercure"; last-event-id="urn:uuid:1""#)
-/// );
-/// ```
-pub fn discovery_link(hub: &str, last_event_id: Option<&str>) -> Option<HeaderValue> {
-    if hub.contains(['<', '>']) {
-        return None;
-    }
-    let mut link = format!("<{hub}>; rel=\"mercure\"");
-    if let Some(id) = last_event_id {
-        let escaped = id.replace('\\', "\\\\").replace('"', "\\\"");
-        link.push_str(&format!("; last-event-id=\"{escaped}\""));
-    }
-    HeaderValue::from_str(&link).ok()
-}
-
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     fn hub() -> Url {
@@ -264,12 +243,5 @@ mod tests {
         let many = vec!["match=a"; MAX_MATCHERS + 1].join("&");
         assert!(parse(&many, None).is_err());
         assert!(parse(&vec!["match=a"; MAX_MATCHERS].join("&"), None).is_ok());
-        assert_eq!(discovery_link("https://x/<", None), None);
-        assert_eq!(
-            discovery_link("/.well-known/mercure", Some("a\"b"))
-                .as_ref()
-                .and_then(|v| v.to_str().ok()),
-            Some(r#"</.well-known/mercure>; rel="mercure"; last-event-id="a\"b""#)
-        );
     }
 }

@@ -602,3 +602,44 @@ async fn two_nodes_on_one_redis_deliver_and_resume_across_nodes() {
     let mut all = subscribe(b, &earliest, &[]).await;
     assert_eq!(datas(&all.events(2).await), ["one", "two"]);
 }
+
+#[tokio::test]
+async fn discovery_links_carry_the_cursor_a_client_resumes_from() {
+    let url = hub_url();
+    let verifier = Verifier::new(TokenKey::hmac(KEY), url.clone());
+    let mercure = MercureHub::builder(Hub::memory(), url)
+        .publishers(verifier.clone())
+        .subscribers(verifier)
+        .anonymous(true)
+        .build();
+    let router = axum::Router::new()
+        .route("/books/1", axum::routing::get(|| async { "{}" }))
+        .layer(mercure.discovery())
+        .nest_service("/.well-known/mercure", mercure)
+        .layer(SseLayer::new());
+    let addr = support::serve_axum(router).await;
+    let link = |response: &hyper::Response<Incoming>| {
+        response.headers()["link"]
+            .to_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let first = support::get(addr, "/books/1", &[]).await;
+    assert_eq!(
+        link(&first),
+        format!("<{HUB}>; rel=\"mercure\"; last-event-id=\"earliest\"")
+    );
+    let topic = "https://example.com/books/1";
+    let before = published(addr, &[("topic", topic), ("data", "before")]).await;
+    let page = support::get(addr, "/books/1", &[]).await;
+    assert!(
+        link(&page).ends_with(&format!("last-event-id=\"{before}\"")),
+        "{}",
+        link(&page)
+    );
+    // Published between the page and the subscription: still delivered.
+    published(addr, &[("topic", topic), ("data", "meanwhile")]).await;
+    let query = format!("match={}&last_event_id={}", encode(topic), encode(&before));
+    let mut late = subscribe(addr, &query, &[]).await;
+    assert_eq!(datas(&late.events(1).await), ["meanwhile"]);
+}
