@@ -109,11 +109,9 @@ impl Memory {
         if self.closed.load(Ordering::Acquire) {
             return Err(HubError::Closed);
         }
-        let kept = if options.keep_id {
-            event.get_id()
-        } else {
-            None
-        };
+        let kept = event
+            .get_id()
+            .filter(|id| options.keep_id && !id.is_empty());
         if let Some(kept) = kept.map(str::to_owned) {
             // Whole as it is: the id is the publisher's.
             let event = EncodedEvent::new(&event);
@@ -193,12 +191,20 @@ impl Memory {
         if self.closed.load(Ordering::Acquire) {
             return Err(HubError::Closed);
         }
-        let last_event_id = options.last_event_id();
-        let position = last_event_id.map(|id| match id::parse(self.epoch, id) {
-            Position::After(seq) => Position::After(seq),
-            // Not one of the hub's ids: perhaps one a publisher kept.
-            other => self.find_kept(&names, id).map_or(other, Position::After),
-        });
+        let position = match &options.start {
+            Start::After(id) => Some(match id::parse(self.epoch, id.as_str()) {
+                Position::After(seq) => Position::After(seq),
+                // Not one of the hub's ids: perhaps one a publisher kept.
+                other => self
+                    .find_kept(&names, id.as_str(), options)
+                    .map_or(other, Position::After),
+            }),
+            Start::AfterKept(id) => Some(
+                self.find_kept(&names, id.as_str(), options)
+                    .map_or(Position::OtherEpoch, Position::After),
+            ),
+            Start::Live | Start::Earliest => None,
+        };
         let newest = self.seq.load(Ordering::Acquire);
         let (after, mut gap) = match position {
             None if matches!(options.start, Start::Earliest) => (Some(0), None),
@@ -259,13 +265,20 @@ impl Memory {
         Ok((Box::pin(source), resume))
     }
 
-    /// The sequence number of the oldest event of `names` retained with the publisher's `id`.
-    fn find_kept(&self, names: &[Arc<str>], id: &str) -> Option<u64> {
-        names
+    /// The sequence number of the oldest event of `names` retained with the publisher's `id`,
+    /// if the subscription's filter lets it through (a subscriber learns nothing of an event it
+    /// may not read: not even that its id is retained).
+    fn find_kept(&self, names: &[Arc<str>], id: &str, options: &Subscribe) -> Option<u64> {
+        let (key, readable) = names
             .iter()
             .filter_map(|name| read(self.shard(name)).get(name).cloned())
-            .filter_map(|topic| topic.read().find_id(id))
-            .min()
+            .filter_map(|topic| {
+                let ring = topic.read();
+                let entry = ring.find_id(id)?;
+                Some((entry.key, accepts(&options.filter, entry)))
+            })
+            .min_by_key(|(key, _)| *key)?;
+        readable.then_some(key)
     }
 
     /// Takes `topic` out of the map if it has neither subscribers nor (unless `evicting`)

@@ -342,10 +342,12 @@ impl Publish {
         Self::default()
     }
 
-    /// The event keeps the id it has (an event without one gets the hub's, as by default):
+    /// The event keeps the id it has (an event without one, or with an empty one, gets the
+    /// hub's, as by default):
     /// for a protocol whose publishers choose their ids (Mercure). A client resumes after such
     /// an id as after the hub's: from the oldest retained event that has it (ids should be
-    /// unique; what came after its first use is sent). An id that no retained event has is
+    /// unique; what came after its first use is sent), or with [`Subscribe::after_kept`],
+    /// which never takes it for the hub's own position. An id that no retained event has is
     /// a gap. In a subscription of several topics on Redis, events carry the subscription's
     /// own positions instead.
     pub fn keep_id(mut self) -> Self {
@@ -369,6 +371,8 @@ enum Start {
     Live,
     /// After the client's `Last-Event-ID`.
     After(LastEventId),
+    /// After the event a publisher kept the client's `Last-Event-ID` for.
+    AfterKept(LastEventId),
     /// Every retained event, without a gap event.
     Earliest,
 }
@@ -394,6 +398,18 @@ impl Subscribe {
         self
     }
 
+    /// Resumes after the event whose publisher kept the client's `Last-Event-ID` as its id
+    /// ([`Publish::keep_id`]): from the oldest retained event with it, and only if the
+    /// [filter](Self::filter) lets that event through; else, as for an id the hub cannot
+    /// resume, a gap ([`GapReason::Unknown`]) and what is retained. The id is never read as
+    /// the hub's own position (a kept id may look like one). For one topic: in a subscription
+    /// of several topics on Redis, events carry the subscription's own positions instead.
+    /// `None` is live.
+    pub fn after_kept(mut self, last_event_id: Option<LastEventId>) -> Self {
+        self.start = last_event_id.map_or(Start::Live, Start::AfterKept);
+        self
+    }
+
     /// Starts with every event the topics retain, then live ones; no gap event, since
     /// nothing more was asked for.
     pub fn earliest(mut self) -> Self {
@@ -402,9 +418,12 @@ impl Subscribe {
     }
 
     /// Sends only the events whose [tags](Publish::tag) `filter` accepts (an untagged event's
-    /// tag is empty), on replay and live. The others are passed over as if sent: they do not
-    /// count against the subscriber's queue, and its position moves past them. It is called
-    /// once per event and subscriber, as the subscriber reads: keep it quick.
+    /// tag is empty), on replay and live. The others are passed over as if sent: the
+    /// subscriber's position moves past them. A filtered subscription is bounded by the
+    /// history alone (it ends as lagged once its next event left it), not by the
+    /// [queue](HubBuilder::queue): how many of the events behind it are its own is not known
+    /// until it reads them. The filter runs under the topic's lock, once or more per event
+    /// and subscriber: keep it quick, and never call the hub from it.
     pub fn filter<F>(mut self, filter: F) -> Self
     where
         F: Fn(&[u8]) -> bool + Send + Sync + 'static,
@@ -419,14 +438,6 @@ impl Subscribe {
     pub fn without_gap_event(mut self) -> Self {
         self.no_gap_event = true;
         self
-    }
-
-    /// The client's id, when the subscription resumes after one.
-    fn last_event_id(&self) -> Option<&str> {
-        match &self.start {
-            Start::After(id) => Some(id.as_str()),
-            Start::Live | Start::Earliest => None,
-        }
     }
 
     /// The event that tells of `gap`, if any is to be sent (without an id: the client keeps

@@ -6,8 +6,9 @@
 //!
 //! It ends after whole events as [`CloseReason::Lagged`] when it falls behind: a ring trimmed
 //! past one of its cursors (what it should send next is gone), or more unread events than its
-//! queue bounds allow (it sends as many as they allow first). The client comes back with its
-//! last id and resumes from the history, or is told of the gap.
+//! queue bounds allow (it sends as many as they allow first; a filtered subscription is bounded
+//! by its rings alone). The client comes back with its last id and resumes from the history, or
+//! is told of the gap.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -149,11 +150,13 @@ impl Subscriber {
                 // What it should send next is gone.
                 return Err(Lagged);
             }
-            note_backlog(
-                allowance,
-                bounds,
-                ring.backlog(joined.cursor.max(live_from)),
-            );
+            if filter.is_none() {
+                note_backlog(
+                    allowance,
+                    bounds,
+                    ring.backlog(joined.cursor.max(live_from)),
+                );
+            }
             for entry in ring.range(joined.cursor, settled) {
                 if out.is_full() {
                     break;
@@ -189,7 +192,9 @@ impl Subscriber {
                 batch.push((index, entry.clone()));
             }
         }
-        note_backlog(allowance, bounds, backlog);
+        if filter.is_none() {
+            note_backlog(allowance, bounds, backlog);
+        }
         batch.retain(|(_, entry)| entry.key <= reach);
         batch.sort_unstable_by_key(|(_, entry)| entry.key);
         for (index, entry) in batch {

@@ -603,3 +603,100 @@ async fn a_filter_that_refuses_a_long_run_still_reaches_what_follows_it() {
     assert!(reader.until("data: mine").await.contains("id: last"));
     assert_eq!(reader.ids(), ["last"]);
 }
+
+#[tokio::test]
+async fn a_kept_id_resumes_only_to_whom_its_event_is_readable_and_is_never_a_position() {
+    let hub = Hub::memory();
+    let plain = publish(&hub, "t", "zero").await;
+    // A kept id that looks like one of this hub's positions (past its newest event).
+    let lookalike = format!("{}-99999", plain.split('-').next().unwrap_or_default());
+    publish_kept(&hub, "t", &lookalike, "one", "").await;
+    publish_kept(&hub, "t", "secret-id", "two", "secret").await;
+    publish_kept(&hub, "t", "after", "three", "").await;
+    // An empty kept id is none: the hub's id, as for an event without one.
+    let event = Event::default()
+        .id("")
+        .unwrap_or_else(|e| panic!("{e}")) // ok: test
+        .data("four");
+    let given = hub
+        .publish_with("t", event, Publish::new().keep_id())
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert!(!given.is_empty() && seq(&given) > 0, "{given}");
+
+    let public = |tag: &[u8]| tag != b"secret";
+    let resume = |id: &str, filtered: bool| {
+        let mut options = Subscribe::new().after_kept(last(id));
+        if filtered {
+            options = options.filter(public);
+        }
+        let hub = hub.clone();
+        async move {
+            hub.subscribe_with(["t"], options)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")) // ok: test
+                .resume()
+        }
+    };
+    // The event's own reader resumes after it; one that may not read it is told of a gap,
+    // as for an id that was never given.
+    assert_eq!(
+        resume("secret-id", false).await,
+        Resume::Resumed { replayed: 2 }
+    );
+    assert!(matches!(
+        resume("secret-id", true).await,
+        Resume::Gap {
+            reason: GapReason::Unknown,
+            replayed: 4
+        }
+    ));
+    assert!(matches!(
+        resume("never-given", true).await,
+        Resume::Gap {
+            reason: GapReason::Unknown,
+            ..
+        }
+    ));
+    // Looked up as the kept id it is; read as a position, it would be an unknown one.
+    assert_eq!(
+        resume(&lookalike, false).await,
+        Resume::Resumed { replayed: 3 }
+    );
+    let as_position = hub
+        .subscribe_with(["t"], Subscribe::new().after(last(&lookalike)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert!(matches!(
+        as_position.resume(),
+        Resume::Gap {
+            reason: GapReason::Unknown,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_filtered_subscriber_is_not_ended_for_events_it_does_not_receive() {
+    // A queue of 4: an unfiltered subscriber this far behind would be ended as lagged.
+    let hub = Hub::builder()
+        .history(10_000, usize::MAX)
+        .queue(4, usize::MAX)
+        .build();
+    let mut reader = Reader::of(
+        hub.subscribe_with(["t"], Subscribe::new().filter(|tag| tag == b"mine"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")), // ok: test
+    );
+    for n in 0..100 {
+        publish_kept(&hub, "t", &format!("other-{n}"), "x", "other").await;
+    }
+    publish_kept(&hub, "t", "mine-1", "mine", "mine").await;
+    reader.until("id: mine-1").await;
+    publish_kept(&hub, "t", "mine-2", "mine", "mine").await;
+    assert!(
+        reader.until("id: mine-2").await.contains("id: mine-2"),
+        "still open"
+    );
+    assert!(!reader.ended);
+}

@@ -56,6 +56,12 @@ impl Entry {
     pub(super) fn len(&self) -> usize {
         self.event.as_bytes().len()
     }
+
+    /// What it holds in memory besides its bookkeeping: its bytes on the wire, its tag and its
+    /// engine's id (what a history's byte bound counts).
+    pub(super) fn weight(&self) -> usize {
+        self.len() + self.tag.len() + self.position.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 /// The bounds of one topic's ring.
@@ -75,7 +81,7 @@ pub(super) struct Topic {
 /// A topic's retained events, in key order.
 pub(super) struct Ring {
     entries: VecDeque<Entry>,
-    /// The bytes of `entries`.
+    /// The weight of `entries` ([`Entry::weight`]).
     bytes: usize,
     /// Every event after this key that the topic ever had is in `entries`: the key of the last
     /// one removed (or of the last the hub may have forgotten, for a topic made anew).
@@ -205,7 +211,7 @@ impl Ring {
         self.total += entry.len() as u64;
         entry.end = self.total;
         self.last = entry.key;
-        self.bytes += entry.len();
+        self.bytes += entry.weight();
         self.entries.push_back(entry);
         while self.entries.len() > bounds.events
             || (self.bytes > bounds.bytes && self.entries.len() > 1)
@@ -213,7 +219,7 @@ impl Ring {
             let Some(removed) = self.entries.pop_front() else {
                 break;
             };
-            self.bytes -= removed.len();
+            self.bytes -= removed.weight();
             self.trimmed = removed.key;
         }
         self.bytes as isize - before as isize
@@ -258,12 +264,11 @@ impl Ring {
         }
     }
 
-    /// The key of the oldest retained entry whose event's id is `id`.
-    pub(super) fn find_id(&self, id: &str) -> Option<u64> {
+    /// The oldest retained entry whose event's id is `id`.
+    pub(super) fn find_id(&self, id: &str) -> Option<&Entry> {
         self.entries
             .iter()
             .find(|entry| entry.event.id() == Some(id))
-            .map(|entry| entry.key)
     }
 
     /// The id of the newest retained event.
@@ -318,6 +323,20 @@ mod tests {
         assert_eq!(ring.backlog(8), Backlog::default());
         let keys: Vec<u64> = ring.range(6, 7).map(|e| e.key).collect();
         assert_eq!(keys, [7]);
+        // A tag weighs in the byte bound as the event does.
+        let tagged = entry(100, 10).marked(Bytes::from(vec![b'g'; 95]), None);
+        assert_eq!(tagged.weight(), 105);
+        let mut heavy = Topic::new(0);
+        let mut heavy_ring = heavy.write();
+        heavy_ring.push(entry(1, 10), bounds);
+        heavy_ring.push(tagged, bounds);
+        assert_eq!(
+            (heavy_ring.trimmed, heavy_ring.bytes()),
+            (1, 105),
+            "over 100: one trimmed"
+        );
+        drop(heavy_ring);
+        let _ = &mut heavy;
         // A large event is kept alone.
         ring.push(entry(9, 500), bounds);
         assert_eq!((ring.trimmed, ring.bytes()), (8, 500));

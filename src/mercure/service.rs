@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::presence::{self, Registry, Subscription as Presence};
-use super::stream::{OnEnd, SubscriberStream};
+use super::stream::SubscriberStream;
 use super::subscribe::SubscribeQuery;
 use super::token::{presented_token, Grants, TokenError, Verifier, COOKIE, PRE_STANDARD_COOKIE};
 use super::update::{Update, UpdateLimits};
@@ -122,7 +122,9 @@ impl MercureHub {
 
     /// The id of the newest update the hub retains, if any: the cursor an application hands to
     /// its clients with a resource (they subscribe with it as `last_event_id`, and miss nothing
-    /// published since). On Redis, a round trip.
+    /// published since). On Redis, a round trip. It may be a private update's id, shown to
+    /// anyone: give private updates opaque ids (the random `urn:uuid:` the hub gives when the
+    /// publisher does not), as the protocol recommends.
     pub async fn last_event_id(&self) -> Result<Option<String>, HubError> {
         self.inner.hub.last_id(&self.inner.topic).await
     }
@@ -168,7 +170,8 @@ impl MercureHubBuilder {
     }
 
     /// The hub topic every update is published to (default `mercure`): give each Mercure hub
-    /// sharing a [`Hub`] its own.
+    /// sharing a [`Hub`] its own. Never serve it through [`Hub::subscribe`] elsewhere: a plain
+    /// subscription reads every update, private ones included (only this service filters them).
     pub fn hub_topic(mut self, topic: impl Into<String>) -> Self {
         self.inner.topic = topic.into();
         self
@@ -348,10 +351,11 @@ impl Inner {
         };
         let last = query.last_event_id().cloned();
         let earliest = last.as_ref().is_some_and(|id| id.as_str() == EARLIEST);
+        // Every id of the hub's updates is a kept one: a client's is never its own position.
         let options = if earliest {
             Subscribe::new().earliest()
         } else {
-            Subscribe::new().after(last.clone())
+            Subscribe::new().after_kept(last.clone())
         };
         let filter = (query.clone(), grants.clone());
         let options = options
@@ -361,18 +365,18 @@ impl Inner {
             Ok(subscription) => subscription,
             Err(error) => return hub_error(error),
         };
-        // Where the stream starts: after the client's id when it was found, else before
-        // everything the hub has.
+        // Where the stream starts: after the client's id when it was found (and names an
+        // update this subscriber may read), else before everything the hub has.
         let cursor = match (subscription.resume(), &last) {
             (Resume::Resumed { .. }, Some(id)) if !earliest => id.as_str().to_owned(),
             _ => EARLIEST.to_owned(),
         };
-        let on_end = if self.subscriptions {
+        let announcement = if self.subscriptions {
             Some(self.announce(&query, &grants).await)
         } else {
             None
         };
-        let stream = SubscriberStream::new(subscription, grants.expires_at(), on_end);
+        let stream = SubscriberStream::new(subscription, grants.expires_at(), announcement);
         let mut response = crate::source::boxed_response::<Full<Bytes>>(Box::pin(stream));
         if query.cursor_requested() {
             let name = if query.is_pre_standard() {
@@ -415,38 +419,23 @@ impl Inner {
         }
     }
 
-    /// Announces a subscriber's subscriptions as started (they are listed from now on), and
-    /// returns what announces them as ended.
-    async fn announce(self: &Arc<Self>, query: &SubscribeQuery, grants: &Grants) -> OnEnd {
+    /// Announces a subscriber's subscriptions as started (they are listed from now on); the
+    /// announcement, once dropped (with the subscriber's stream, or with this request if it is
+    /// given up first), announces them as ended.
+    async fn announce(self: &Arc<Self>, query: &SubscribeQuery, grants: &Grants) -> Announcement {
         let subscriber = new_id();
-        let subscriptions: Vec<Presence> = query
-            .matchers()
-            .iter()
-            .map(|matcher| {
-                let payload = grants.payload_for(matcher.as_str()).cloned();
-                Presence::new(&self.path, &subscriber, matcher, payload)
-            })
-            .collect();
-        for subscription in &subscriptions {
-            self.registry.add(subscription);
-            self.publish_presence(subscription).await;
+        let mut announcement = Announcement {
+            hub: self.clone(),
+            subscriptions: Vec::with_capacity(query.matchers().len()),
+        };
+        for matcher in query.matchers() {
+            let payload = grants.payload_for(matcher.as_str()).cloned();
+            let subscription = Presence::new(&self.path, &subscriber, matcher, payload);
+            self.registry.add(&subscription);
+            announcement.subscriptions.push(subscription.clone());
+            self.publish_presence(&subscription).await;
         }
-        let this = self.clone();
-        Box::new(move || {
-            for subscription in &subscriptions {
-                this.registry.remove(subscription);
-            }
-            // Told from a task: the stream is being dropped, which cannot wait.
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return;
-            };
-            runtime.spawn(async move {
-                for mut subscription in subscriptions {
-                    subscription.active = false;
-                    this.publish_presence(&subscription).await;
-                }
-            });
-        })
+        announcement
     }
 
     /// Publishes a subscription's event, as a private update on its topic. A failure is
@@ -586,6 +575,37 @@ impl Inner {
                 .insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
+    }
+}
+
+/// A subscriber's subscriptions, announced: listed while it lives, announced as ended when it
+/// is dropped.
+struct Announcement {
+    hub: Arc<Inner>,
+    subscriptions: Vec<Presence>,
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        for subscription in &self.subscriptions {
+            self.hub.registry.remove(subscription);
+        }
+        let mut ended = std::mem::take(&mut self.subscriptions);
+        if ended.is_empty() {
+            return;
+        }
+        // Told from a task: a stream being dropped cannot wait. Without a runtime (the process
+        // is ending), the subscribers of these events are gone too.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let hub = self.hub.clone();
+        runtime.spawn(async move {
+            for subscription in &mut ended {
+                subscription.active = false;
+                hub.publish_presence(subscription).await;
+            }
+        });
     }
 }
 

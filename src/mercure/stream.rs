@@ -1,5 +1,5 @@
 //! [`SubscriberStream`]: one subscriber's stream, the hub subscription it reads, ended when its
-//! token expires, and its subscriptions announced as ended once it is gone.
+//! token expires; what it holds (its subscriptions' announcement) is dropped with it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,23 +12,21 @@ use crate::hub::Subscription;
 use crate::source::{Output, Source};
 use crate::StreamError;
 
-/// Told when a subscriber's stream is dropped (its connection closed, or the stream ended).
-pub(super) type OnEnd = Box<dyn FnOnce() + Send>;
-
 /// A subscriber's stream.
 pub(super) struct SubscriberStream {
     subscription: Subscription,
     /// When its token expires.
     expiry: Option<Pin<Box<Sleep>>>,
-    on_end: Option<OnEnd>,
+    /// Dropped with the stream (its connection closed, or the stream ended).
+    _held: Option<Box<dyn Send>>,
 }
 
 impl SubscriberStream {
-    /// Reads `subscription` until `expires` (if it does), then calls `on_end`.
-    pub(super) fn new(
+    /// Reads `subscription` until `expires` (if it does), holding `held` until it is dropped.
+    pub(super) fn new<H: Send + 'static>(
         subscription: Subscription,
         expires: Option<SystemTime>,
-        on_end: Option<OnEnd>,
+        held: Option<H>,
     ) -> Self {
         let expiry = expires.map(|at| {
             let left = at
@@ -43,7 +41,7 @@ impl SubscriberStream {
         Self {
             subscription,
             expiry,
-            on_end,
+            _held: held.map(|held| Box::new(held) as Box<dyn Send>),
         }
     }
 }
@@ -67,13 +65,5 @@ impl Source for SubscriberStream {
             }
         }
         Pin::new(&mut this.subscription).poll_events(cx, out)
-    }
-}
-
-impl Drop for SubscriberStream {
-    fn drop(&mut self) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end();
-        }
     }
 }

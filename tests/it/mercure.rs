@@ -271,12 +271,21 @@ async fn replay_is_authorized_as_live_and_the_cursor_header_says_where_it_starts
     let addr = serve(Hub::memory(), true, false).await;
     let topic = "https://example.com/a";
     let first = published(addr, &[("topic", topic), ("data", "one")]).await;
-    published(
+    let secret = published(
         addr,
         &[("topic", topic), ("data", "secret"), ("private", "on")],
     )
     .await;
     published(addr, &[("topic", topic), ("data", "two")]).await;
+
+    // Resuming from a private update's id tells only its readers that it exists.
+    let from_secret = format!("match={}&last_event_id={}", encode(topic), encode(&secret));
+    let anonymous = subscribe(addr, &from_secret, &[]).await;
+    assert_eq!(anonymous.headers["mercure-last-event-id"], "earliest");
+    let auth = format!("Bearer {}", token(&[], &[topic]));
+    let mut reader = subscribe(addr, &from_secret, &[("authorization", &auth)]).await;
+    assert_eq!(reader.headers["mercure-last-event-id"], secret.as_str());
+    assert_eq!(datas(&reader.events(1).await), ["two"]);
 
     // Anonymous, from the first id: the private update is not replayed.
     let query = format!("match={}&last_event_id={}", encode(topic), encode(&first));
@@ -579,7 +588,7 @@ async fn two_nodes_on_one_redis_deliver_and_resume_across_nodes() {
     let topic = "https://example.com/n";
     let mut on_b = subscribe(b, &format!("match={}", encode(topic)), &[]).await;
     let first = published(a, &[("topic", topic), ("data", "one")]).await;
-    published(
+    let secret = published(
         a,
         &[("topic", topic), ("data", "secret"), ("private", "on")],
     )
@@ -598,6 +607,13 @@ async fn two_nodes_on_one_redis_deliver_and_resume_across_nodes() {
     let auth = format!("Bearer {}", token(&[], &["*"]));
     let mut granted = subscribe(a, &query, &[("authorization", &auth)]).await;
     assert_eq!(datas(&granted.events(2).await), ["secret", "two"]);
+    // A private update's id resumes only its readers, on any node.
+    let from_secret = format!("match={}&last_event_id={}", encode(topic), encode(&secret));
+    let anonymous = subscribe(b, &from_secret, &[]).await;
+    assert_eq!(anonymous.headers["mercure-last-event-id"], "earliest");
+    let mut reader = subscribe(b, &from_secret, &[("authorization", &auth)]).await;
+    assert_eq!(reader.headers["mercure-last-event-id"], secret.as_str());
+    assert_eq!(datas(&reader.events(1).await), ["two"]);
     let earliest = format!("match={}&last_event_id=earliest", encode(topic));
     let mut all = subscribe(b, &earliest, &[]).await;
     assert_eq!(datas(&all.events(2).await), ["one", "two"]);

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 
 use super::entry_id::EntryId;
 use super::item::{self, bytes_of, Parsed};
+use super::reader::PAGE;
 use crate::hub::HubError;
 
 /// Reads, in one step, what a replay needs to know of a stream besides its entries after an
@@ -55,17 +57,22 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[4], 'i', id, 
 return id
 ";
 
-/// The id of the oldest of the first `ARGV[2]` entries of a stream (`KEYS[1]`) whose kept id
-/// (field `k`) is `ARGV[1]`, or nil.
+/// Looks through up to `ARGV[3]` entries of a stream (`KEYS[1]`) from `ARGV[2]` (`-`, or
+/// `(` and the last entry looked at) for the first whose kept id (field `k`) is `ARGV[1]`: its
+/// id and tag (field `g`), or empty strings; and the id of the last entry looked at (empty
+/// when there was none). Paged from the engine, so that no call holds Redis for long.
 const FIND_KEPT: &str = r"
-local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[2])
+local entries = redis.call('XRANGE', KEYS[1], ARGV[2], '+', 'COUNT', ARGV[3])
+local last = ''
 for _, entry in ipairs(entries) do
-  local fields = entry[2]
+  last = entry[1]
+  local fields, kept, tag = entry[2], nil, ''
   for i = 1, #fields, 2 do
-    if fields[i] == 'k' and fields[i + 1] == ARGV[1] then return entry[1] end
+    if fields[i] == 'k' then kept = fields[i + 1] elseif fields[i] == 'g' then tag = fields[i + 1] end
   end
+  if kept == ARGV[1] then return {entry[1], tag, last} end
 end
-return false
+return {'', '', last}
 ";
 
 /// A stream's state and a page of its entries after an id.
@@ -189,29 +196,48 @@ impl Commands {
             .ok_or_else(|| unexpected("the publish script", &reply))
     }
 
-    /// The entry id of the oldest of the first `within` entries at `key` kept with the
-    /// publisher's `id`.
+    /// The entry id and tag of the oldest of the first `within` entries at `key` kept with
+    /// the publisher's `id`, looked for a page at a time.
     pub(super) async fn find_kept(
         &self,
         key: &str,
         id: &str,
         within: usize,
-    ) -> Result<Option<EntryId>, HubError> {
-        let mut invocation = self.find_kept.key(key);
-        invocation.arg(id).arg(within.min(i64::MAX as usize));
-        let invocation = &invocation;
-        let reply = self
-            .attempt(true, |mut manager| async move {
-                invocation.invoke_async::<Value>(&mut manager).await
-            })
-            .await?;
-        match &reply {
-            Value::Nil => Ok(None),
-            other => bytes_of(other)
-                .and_then(EntryId::parse)
-                .map(Some)
-                .ok_or_else(|| unexpected("the kept id script", &reply)),
+    ) -> Result<Option<(EntryId, Bytes)>, HubError> {
+        let mut from = "-".to_owned();
+        let mut looked = 0;
+        while looked < within {
+            let mut invocation = self.find_kept.key(key);
+            invocation.arg(id).arg(&from).arg(PAGE);
+            let invocation = &invocation;
+            let reply = self
+                .attempt(true, |mut manager| async move {
+                    invocation.invoke_async::<Value>(&mut manager).await
+                })
+                .await?;
+            let malformed = || unexpected("the kept id script", &reply);
+            let Value::Array(parts) = &reply else {
+                return Err(malformed());
+            };
+            let [found, tag, last] = parts.as_slice() else {
+                return Err(malformed());
+            };
+            let (Some(found), Some(tag), Some(last)) =
+                (bytes_of(found), bytes_of(tag), bytes_of(last))
+            else {
+                return Err(malformed());
+            };
+            if let Some(found) = EntryId::parse(found) {
+                return Ok(Some((found, Bytes::copy_from_slice(tag))));
+            }
+            let Some(last) = EntryId::parse(last) else {
+                // Nothing more to look at.
+                return Ok(None);
+            };
+            from = format!("({last}");
+            looked += PAGE;
         }
+        Ok(None)
     }
 
     /// The newest entry of `topic`'s stream at `key`, if any.

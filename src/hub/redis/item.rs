@@ -99,6 +99,11 @@ impl Item {
         })
     }
 
+    /// What it holds in memory: its bytes on the wire and its tag.
+    pub(super) fn weight(&self) -> usize {
+        self.whole.len() + self.tag.len()
+    }
+
     /// The item as a ring's entry, keyed `key`.
     pub(super) fn into_entry(self, key: u64) -> Entry {
         let kept = self.wire_id != self.id_text;

@@ -303,31 +303,31 @@ impl RedisBackend {
             }
             seams.push(seam);
         }
-        let requested = match (&options.start, options.last_event_id()) {
-            (_, Some(id)) => Some(self.positions_of(&topics, id).await?),
+        let requested = match &options.start {
+            Start::Live => None,
             // Everything retained: positions nobody gave, so a trim is no gap.
-            (Start::Earliest, None) => Some((vec![EntryId::ZERO; topics.len()], false)),
-            _ => None,
+            Start::Earliest => Some(Requested::Earliest),
+            Start::After(id) => Some(self.positions_of(&topics, id.as_str(), options).await?),
+            Start::AfterKept(id) => Some(self.kept_position(&topics, id.as_str(), options).await?),
         };
         let requested_any = requested.is_some();
         let (positions, gap, replay) = match requested {
             None => (seams.clone(), None, Vec::new()),
-            Some((starts, checked)) => {
-                let malformed = checked && starts.is_empty();
-                let starts = if malformed {
-                    vec![EntryId::ZERO; topics.len()]
-                } else {
-                    starts
+            Some(requested) => {
+                let (starts, checked, gap) = match requested {
+                    Requested::At(starts) => (starts, true, None),
+                    Requested::Earliest => (vec![EntryId::ZERO; topics.len()], false, None),
+                    Requested::Gap(reason) => {
+                        (vec![EntryId::ZERO; topics.len()], false, Some(reason))
+                    }
                 };
-                let mut gap = malformed.then_some(GapReason::Malformed);
+                let mut gap = gap;
                 let mut replay = Vec::new();
                 let mut positions = Vec::with_capacity(topics.len());
                 for (index, ((topic, start), seam)) in
                     topics.iter().zip(starts).zip(&seams).enumerate()
                 {
-                    let history = self
-                        .history(topic, start, checked && !malformed, *seam)
-                        .await?;
+                    let history = self.history(topic, start, checked, *seam).await?;
                     gap = gap.or(history.gap);
                     positions.push(history.from);
                     replay.extend(history.items.into_iter().map(|item| (index, item)));
@@ -360,28 +360,50 @@ impl RedisBackend {
         Ok((Box::pin(source), resume))
     }
 
-    /// Where the client's `id` places it in each of `topics`' streams, and `true` (the
-    /// positions came from the client): the entry ids the hub gives, one per topic; for a
-    /// single topic, the entry of an id its publisher kept (the oldest that has it); none
-    /// (empty) when the id is neither.
+    /// Where the client's `id` places it in each of `topics`' streams: the entry ids the hub
+    /// gives, one per topic; for a single topic, else, the entry of an id its publisher kept
+    /// (see [`kept_position`](Self::kept_position)); a malformed id when it is neither.
     async fn positions_of(
         &self,
         topics: &[Arc<str>],
         id: &str,
-    ) -> Result<(Vec<EntryId>, bool), HubError> {
+        options: &Subscribe,
+    ) -> Result<Requested, HubError> {
         if let Some(positions) = parse_positions(id, topics.len()) {
-            return Ok((positions, true));
+            return Ok(Requested::At(positions));
         }
+        Ok(match self.kept_position(topics, id, options).await? {
+            Requested::Gap(_) => Requested::Gap(GapReason::Malformed),
+            found => found,
+        })
+    }
+
+    /// The entry of a single topic's stream its publisher kept `id` for (the oldest, within the
+    /// history and a page more, as `MAXLEN ~` keeps a little more), if the subscription's filter
+    /// lets that event through (a subscriber learns nothing of an event it may not read: not
+    /// even that its id is retained); else a gap.
+    async fn kept_position(
+        &self,
+        topics: &[Arc<str>],
+        id: &str,
+        options: &Subscribe,
+    ) -> Result<Requested, HubError> {
         let [topic] = topics else {
-            return Ok((Vec::new(), true));
+            return Ok(Requested::Gap(GapReason::Unknown));
         };
-        // The stream may hold a little more than the history (`MAXLEN ~`): a page more.
         let within = self.config.history_events.saturating_add(PAGE);
         let found = self
             .commands
             .find_kept(&self.key(topic), id, within)
             .await?;
-        Ok((found.into_iter().collect(), true))
+        let readable = |tag: &[u8]| match &options.filter {
+            Some(filter) => filter(tag),
+            None => true,
+        };
+        Ok(match found {
+            Some((entry, tag)) if readable(&tag) => Requested::At(vec![entry]),
+            _ => Requested::Gap(GapReason::Unknown),
+        })
     }
 
     /// What `topic` replays after `start`: its retained entries after it, or, when `start` is
@@ -437,17 +459,19 @@ impl RedisBackend {
                 }
                 after = after.max(parsed.id());
                 if let Parsed::Item(item) = parsed {
-                    bytes += item.whole.len();
+                    bytes += item.weight();
                     items.push_back(item);
                 }
                 // Like the embedded history, a replay holds at most the history's bytes: the
-                // newest that fit, after a gap.
+                // newest that fit, after a gap (unless all that is retained was asked for).
                 while bytes > self.config.history_bytes {
                     let Some(dropped) = items.pop_front() else {
                         break;
                     };
-                    bytes -= dropped.whole.len();
-                    gap = gap.or(Some(GapReason::Trimmed));
+                    bytes -= dropped.weight();
+                    if checked {
+                        gap = gap.or(Some(GapReason::Trimmed));
+                    }
                 }
             }
             // A page that took it no further (entries without readable ids) would come again.
@@ -505,6 +529,16 @@ impl Drop for RedisBackend {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// Where a subscription asked to start.
+enum Requested {
+    /// After these positions, one per topic.
+    At(Vec<EntryId>),
+    /// From the oldest retained.
+    Earliest,
+    /// Not a position: a gap, then what is retained.
+    Gap(GapReason),
 }
 
 /// What one topic replays.
