@@ -20,6 +20,7 @@
 //! service to mount at the hub's path.
 
 mod discovery;
+mod follower;
 mod form_pairs;
 mod matcher;
 mod presence;

@@ -75,6 +75,36 @@ impl Subscription {
         }
     }
 
+    /// The subscription a document (an event's data) describes, of either generation.
+    pub(super) fn from_document(document: &Value) -> Option<Self> {
+        let text = |name: &str| {
+            document
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let (match_type, pattern) = match document.get("type").and_then(Value::as_str)? {
+            "subscription" => {
+                let kind = match document.get("match_type").and_then(Value::as_str)? {
+                    "exact" => MatchType::Exact,
+                    "urlpattern" => MatchType::UrlPattern,
+                    _ => return None,
+                };
+                (kind, text("match")?)
+            }
+            "Subscription" => (MatchType::Selector, text("topic")?),
+            _ => return None,
+        };
+        Some(Self {
+            topic: text("id")?,
+            subscriber: text("subscriber")?,
+            match_type,
+            pattern,
+            payload: document.get("payload").cloned(),
+            active: document.get("active").and_then(Value::as_bool)?,
+        })
+    }
+
     /// Whether it is of the pre-standard generation.
     pub(super) fn is_pre_standard(&self) -> bool {
         self.match_type == MatchType::Selector
@@ -201,6 +231,21 @@ mod tests {
         assert_eq!(document["payload"]["user"], 7);
         assert!(old.document(false).get("@context").is_none());
         assert_eq!(old.event_type(), None);
+
+        // A document read back is the subscription it was written from.
+        assert_eq!(
+            Subscription::from_document(&draft.document(true)),
+            Some(draft.clone())
+        );
+        assert_eq!(
+            Subscription::from_document(&old.document(true)),
+            Some(old.clone())
+        );
+        assert_eq!(
+            Subscription::from_document(&json!({"type": "subscription"})),
+            None
+        );
+        assert_eq!(Subscription::from_document(&json!([1])), None);
 
         let registry = Registry::default();
         registry.add(&draft);

@@ -19,6 +19,7 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::presence::{self, Registry, Subscription as Presence};
@@ -81,7 +82,16 @@ struct Inner {
     subscriptions: bool,
     limits: UpdateLimits,
     cookies: Vec<String>,
-    registry: Registry,
+    /// Every node's active subscriptions, as this node knows them.
+    registry: Arc<Registry>,
+    /// Stops the task that follows the subscription events, when the service is dropped.
+    following: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.following.cancel();
+    }
 }
 
 /// Builds a [`MercureHub`] ([`MercureHub::builder`]).
@@ -110,7 +120,8 @@ impl MercureHub {
                 subscriptions: false,
                 limits: UpdateLimits::default(),
                 cookies: vec![COOKIE.into(), PRE_STANDARD_COOKIE.into()],
-                registry: Registry::default(),
+                registry: Arc::default(),
+                following: CancellationToken::new(),
             },
         }
     }
@@ -163,7 +174,9 @@ impl MercureHubBuilder {
     /// Whether subscriptions are announced (default no): a private update of type `mercure`
     /// (pre-standard: a message) on `{hub}/subscriptions/...` when each starts and ends, for
     /// the subscribers granted those topics, and the subscriptions API under the hub's path.
-    /// The API lists the subscriptions of this node.
+    /// The API lists every node's subscriptions: each node follows the announcements of all
+    /// (a task, when built within a Tokio runtime; else only its own). A subscription of a node
+    /// that died without announcing its end stays listed.
     pub fn subscriptions(mut self, enable: bool) -> Self {
         self.inner.subscriptions = enable;
         self
@@ -191,8 +204,25 @@ impl MercureHubBuilder {
 
     /// The hub.
     pub fn build(self) -> MercureHub {
+        let inner = self.inner;
+        if inner.subscriptions {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(super::follower::follow(
+                        inner.hub.clone(),
+                        inner.topic.clone(),
+                        format!("{}/subscriptions/", inner.path),
+                        inner.registry.clone(),
+                        inner.following.clone(),
+                    ));
+                }
+                Err(_) => tracing::warn!(
+                    "mercure: built outside a Tokio runtime, the subscriptions API lists this node's subscriptions only"
+                ),
+            }
+        }
         MercureHub {
-            inner: Arc::new(self.inner),
+            inner: Arc::new(inner),
         }
     }
 }

@@ -45,7 +45,16 @@ pub(super) fn admits(tag: &[u8], query: &SubscribeQuery, grants: &Grants) -> boo
     }
 }
 
-/// The topics of a tag (for tests and the presence reader).
+/// Whether one of the topics of the update tagged `tag` is under `prefix` (a subscription
+/// event's).
+pub(super) fn names_under(tag: &[u8], prefix: &str) -> bool {
+    tag.get(1..)
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .any(|topic| topic.starts_with(prefix.as_bytes()))
+}
+
+/// The topics of a tag.
 #[cfg(test)]
 pub(super) fn topics(tag: &[u8]) -> Vec<String> {
     tag.get(1..)
@@ -98,5 +107,11 @@ mod tests {
             &query("match=*"),
             &anonymous
         ));
+        assert!(names_under(&private, "https://example.com/"));
+        assert!(!names_under(
+            &private,
+            "/.well-known/mercure/subscriptions/"
+        ));
+        assert!(!names_under(b"", "/"));
     }
 }

@@ -659,3 +659,65 @@ async fn discovery_links_carry_the_cursor_a_client_resumes_from() {
     let mut late = subscribe(addr, &query, &[]).await;
     assert_eq!(datas(&late.events(1).await), ["meanwhile"]);
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn every_node_lists_the_subscriptions_of_all() {
+    let Some(server) = support::redis_server::RedisServer::start() else {
+        assert!(
+            std::env::var_os("TOWER_SSE_REQUIRE_REDIS").is_none(),
+            "redis-server is required"
+        );
+        eprintln!("skipped: no redis-server");
+        return;
+    };
+    let node = || {
+        let redis = tower_sse::hub::Redis::open(&server.url()).unwrap_or_else(|e| panic!("{e}")); // ok: test
+        Hub::builder()
+            .redis(redis)
+            .unwrap_or_else(|e| panic!("{e}")) // ok: test
+    };
+    let (a, b) = (
+        serve(node(), true, true).await,
+        serve(node(), true, true).await,
+    );
+    let auth = format!("Bearer {}", token(&[], &["*"]));
+    // How many subscriptions `addr` lists, once it lists `want` (or 5 s pass).
+    let listed = |addr: SocketAddr, want: usize| {
+        let auth = auth.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let response = support::get(
+                    addr,
+                    "/.well-known/mercure/subscriptions",
+                    &[("authorization", &auth)],
+                )
+                .await;
+                let body = support::collect(response.into_body()).await;
+                let all: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let count = all["subscriptions"].as_array().map_or(0, Vec::len);
+                if count == want || tokio::time::Instant::now() > deadline {
+                    return count;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let on_b = subscribe(b, "match=https%3A%2F%2Fexample.com%2Fx", &[]).await;
+    assert_eq!(on_b.status, StatusCode::OK);
+    assert_eq!(listed(a, 1).await, 1, "node a lists node b's subscriber");
+    assert_eq!(listed(b, 1).await, 1);
+    drop(on_b);
+    assert_eq!(listed(a, 0).await, 0, "and no longer once it left");
+    // A node started later learns what is still active from the history.
+    let on_a = subscribe(a, "match=https%3A%2F%2Fexample.com%2Fy", &[]).await;
+    let c = serve(node(), true, true).await;
+    assert_eq!(
+        listed(c, 1).await,
+        1,
+        "a new node lists the subscriber already there"
+    );
+    drop(on_a);
+    assert_eq!(listed(c, 0).await, 0);
+}
