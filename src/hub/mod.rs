@@ -33,13 +33,14 @@
 //!
 //! | Rule | What the hub does |
 //! | --- | --- |
-//! | Ids | every event gets `{epoch}-{seq}`: a random 16-hex-digit epoch per hub, and a sequence over all its topics, so ids grow strictly per topic and one id places a client in every topic of a subscription; an id the event had is replaced |
+//! | Ids | every event gets `{epoch}-{seq}`: a random 16-hex-digit epoch per hub, and a sequence over all its topics, so ids grow strictly per topic and one id places a client in every topic of a subscription; an id the event had is replaced, unless published with [`Publish::keep_id`] |
 //! | Resume | after a known id, every retained event after it, then live ones: no gap and no duplicate between the two, whatever publishers do meanwhile |
 //! | Gap | an id older than the history, of another epoch (an earlier process, another hub) or malformed: one gap event first (`event: reset`, `data: {"reason":"trimmed"}`, `"unknown"` or `"malformed"`; see [`HubBuilder::gap_event`]), then what is retained after it, then live |
 //! | History | per topic, the last 1 000 events and 1 MiB (configurable); a topic with neither subscribers nor history is dropped, and past 100 000 topics or 256 MiB of history in all, the topics without subscribers published to longest ago are evicted |
 //! | Slow subscribers | each reads its topics' rings (the history) with a cursor of its own; one more than 1 024 events or 1 MiB behind (its queue) is sent that many and ended after whole events ([`CloseReason::Lagged`](crate::CloseReason::Lagged)), as is one whose next event left the history; it catches up from history when it reconnects; `publish` never waits on a subscriber |
 //! | Topics apart | a publish holds only its topic's lock, to number and append the event (encoded before, subscribers woken after): topics never wait on each other |
 //! | Several topics | up to 16 per subscription, merged in publish order, resumed with one id |
+//! | Tags and filters | [`Publish::tag`] stores bytes with an event, never sent; [`Subscribe::filter`] sends a subscription only the events whose tags it accepts, on replay and live |
 //! | Shutdown | the layer's shutdown event ends hub streams; give it no `id`, or the client's hub id is replaced and its next subscribe starts with a gap |
 //! | Encode once | an event is encoded once into shared bytes; each subscriber's stream hands them on (copied only when coalesced with others) |
 //! | Bad input | a topic name is 1 to 256 bytes without control characters, else [`HubError::InvalidTopic`] (a `400`); an event without data, which no client would dispatch, is [`HubError::NoData`]; a `Last-Event-ID` of any content or length is read without a panic |
