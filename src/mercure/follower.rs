@@ -70,7 +70,10 @@ pub(super) async fn follow(
                 Some(Err(_)) | None => break,
             }
         }
-        last = LastEventId::new(reader.last_event_id());
+        // A round that read nothing keeps the position it had.
+        if let Some(id) = LastEventId::new(reader.last_event_id()) {
+            last = Some(id);
+        }
     }
 }
 
