@@ -558,23 +558,37 @@ async fn subscriptions_are_announced_to_those_granted_and_listed() {
     assert!(anonymous_watcher.quiet().await);
 }
 
+/// A `redis-server` of the test's own; `None` (the test skipped) where none is installed,
+/// unless CI requires it.
 #[cfg(feature = "redis")]
-#[tokio::test]
-async fn two_nodes_on_one_redis_deliver_and_resume_across_nodes() {
-    let Some(server) = support::redis_server::RedisServer::start() else {
+fn redis_server() -> Option<support::redis_server::RedisServer> {
+    let server = support::redis_server::RedisServer::start();
+    if server.is_none() {
         assert!(
             std::env::var_os("TOWER_SSE_REQUIRE_REDIS").is_none(),
             "redis-server is required"
         );
         eprintln!("skipped: no redis-server");
+    }
+    server
+}
+
+/// A hub on `server`.
+#[cfg(feature = "redis")]
+fn redis_node(server: &support::redis_server::RedisServer) -> Hub {
+    let redis = tower_sse::hub::Redis::open(&server.url()).unwrap_or_else(|e| panic!("{e}")); // ok: test
+    Hub::builder()
+        .redis(redis)
+        .unwrap_or_else(|e| panic!("{e}")) // ok: test
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_nodes_on_one_redis_deliver_and_resume_across_nodes() {
+    let Some(server) = redis_server() else {
         return;
     };
-    let node = |_: u8| {
-        let redis = tower_sse::hub::Redis::open(&server.url()).unwrap_or_else(|e| panic!("{e}")); // ok: test
-        Hub::builder()
-            .redis(redis)
-            .unwrap_or_else(|e| panic!("{e}")) // ok: test
-    };
+    let node = |_: u8| redis_node(&server);
     let (a, b) = (node(1), node(2));
     for hub in [&a, &b] {
         for _ in 0..100 {
@@ -663,20 +677,10 @@ async fn discovery_links_carry_the_cursor_a_client_resumes_from() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn every_node_lists_the_subscriptions_of_all() {
-    let Some(server) = support::redis_server::RedisServer::start() else {
-        assert!(
-            std::env::var_os("TOWER_SSE_REQUIRE_REDIS").is_none(),
-            "redis-server is required"
-        );
-        eprintln!("skipped: no redis-server");
+    let Some(server) = redis_server() else {
         return;
     };
-    let node = || {
-        let redis = tower_sse::hub::Redis::open(&server.url()).unwrap_or_else(|e| panic!("{e}")); // ok: test
-        Hub::builder()
-            .redis(redis)
-            .unwrap_or_else(|e| panic!("{e}")) // ok: test
-    };
+    let node = || redis_node(&server);
     let (a, b) = (
         serve(node(), true, true).await,
         serve(node(), true, true).await,
