@@ -115,7 +115,8 @@ impl Memory {
         if let Some(kept) = kept.map(str::to_owned) {
             // Whole as it is: the id is the publisher's.
             let event = EncodedEvent::new(&event);
-            let entry = |seq| Entry::new(seq, event.clone()).marked(options.tag.clone(), None);
+            let entry =
+                |seq| Entry::new(seq, event.clone()).marked(options.tag.clone(), true, None);
             self.append(name, entry)?;
             return Ok(kept);
         }
@@ -138,7 +139,7 @@ impl Memory {
             let encoded = std::mem::take(&mut encoded).freeze();
             let id_bytes = encoded.slice(start..end);
             let event = EncodedEvent::from_encoded(encoded, Some(id_bytes), true);
-            Entry::new(seq, event).marked(options.tag.clone(), None)
+            Entry::new(seq, event).marked(options.tag.clone(), false, None)
         })?;
         Ok(id)
     }
@@ -274,7 +275,7 @@ impl Memory {
             .filter_map(|name| read(self.shard(name)).get(name).cloned())
             .filter_map(|topic| {
                 let ring = topic.read();
-                let entry = ring.find_id(id)?;
+                let entry = ring.find_kept(id)?;
                 Some((entry.key, accepts(&options.filter, entry)))
             })
             .min_by_key(|(key, _)| *key)?;

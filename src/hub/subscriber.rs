@@ -223,7 +223,7 @@ fn write(stamp: &mut Option<Box<dyn Stamp>>, index: usize, entry: &Entry, out: &
 /// Whether the subscription's filter, if any, lets `entry` through.
 pub(super) fn accepts(filter: &Option<Filter>, entry: &Entry) -> bool {
     match filter {
-        Some(filter) => filter(&entry.tag),
+        Some(filter) => filter(entry.tag()),
         None => true,
     }
 }

@@ -658,6 +658,14 @@ async fn a_kept_id_resumes_only_to_whom_its_event_is_readable_and_is_never_a_pos
             ..
         }
     ));
+    // An id the hub gave is a position, never a kept id (as on Redis, which keeps only these).
+    assert!(matches!(
+        resume(&plain, false).await,
+        Resume::Gap {
+            reason: GapReason::Unknown,
+            ..
+        }
+    ));
     // Looked up as the kept id it is; read as a position, it would be an unknown one.
     assert_eq!(
         resume(&lookalike, false).await,

@@ -23,15 +23,23 @@ pub(super) struct Entry {
     pub(super) key: u64,
     /// The whole event on the wire, with its id.
     pub(super) event: EncodedEvent,
-    /// The engine's own id of the event when the event's id is the publisher's
-    /// ([`Publish::keep_id`](super::Publish::keep_id)); `None` when the event's id is the
-    /// engine's.
-    pub(super) position: Option<Bytes>,
-    /// What subscribers' filters read ([`Publish::tag`](super::Publish::tag)); never sent.
-    pub(super) tag: Bytes,
+    /// What some publishers add ([`Publish`](super::Publish)'s options); boxed, so that the
+    /// entry of a plain event stays small in every ring.
+    marks: Option<Box<Marks>>,
     /// The bytes of every event of the topic up to and including this one: how far apart two
     /// entries are, in bytes.
     end: u64,
+}
+
+/// What a publisher's options added to an entry.
+#[derive(Debug, Clone)]
+struct Marks {
+    /// What subscribers' filters read ([`Publish::tag`](super::Publish::tag)); never sent.
+    tag: Bytes,
+    /// The event's id is the publisher's ([`Publish::keep_id`](super::Publish::keep_id)).
+    kept: bool,
+    /// The engine's own id of the event, when the event's id is not (a kept id on Redis).
+    position: Option<Bytes>,
 }
 
 impl Entry {
@@ -39,17 +47,39 @@ impl Entry {
         Self {
             key,
             event,
-            position: None,
-            tag: Bytes::new(),
+            marks: None,
             end: 0,
         }
     }
 
-    /// The entry with `tag`, and `position` as its engine's id if the event's id is not.
-    pub(super) fn marked(mut self, tag: Bytes, position: Option<Bytes>) -> Self {
-        self.tag = tag;
-        self.position = position;
+    /// The entry with `tag`, its id the publisher's if `kept`, and `position` as its engine's
+    /// id if the event's id is not.
+    pub(super) fn marked(mut self, tag: Bytes, kept: bool, position: Option<Bytes>) -> Self {
+        self.marks = (!tag.is_empty() || kept || position.is_some()).then(|| {
+            Box::new(Marks {
+                tag,
+                kept,
+                position,
+            })
+        });
         self
+    }
+
+    /// What subscribers' filters read (empty without a tag).
+    pub(super) fn tag(&self) -> &[u8] {
+        self.marks.as_ref().map_or(&[], |marks| &marks.tag)
+    }
+
+    /// Whether its id is the one its publisher kept.
+    pub(super) fn is_kept(&self) -> bool {
+        self.marks.as_ref().is_some_and(|marks| marks.kept)
+    }
+
+    /// The engine's own id of the event, when the event's id is not.
+    pub(super) fn position(&self) -> Option<&Bytes> {
+        self.marks
+            .as_ref()
+            .and_then(|marks| marks.position.as_ref())
     }
 
     /// Its size on the wire.
@@ -60,7 +90,7 @@ impl Entry {
     /// What it holds in memory besides its bookkeeping: its bytes on the wire, its tag and its
     /// engine's id (what a history's byte bound counts).
     pub(super) fn weight(&self) -> usize {
-        self.len() + self.tag.len() + self.position.as_ref().map_or(0, Bytes::len)
+        self.len() + self.tag().len() + self.position().map_or(0, Bytes::len)
     }
 }
 
@@ -212,6 +242,11 @@ impl Ring {
         entry.end = self.total;
         self.last = entry.key;
         self.bytes += entry.weight();
+        if self.entries.capacity() == 0 {
+            // Room for one: many topics only ever retain their newest event (and a ring grows
+            // by doubling from the second).
+            self.entries.reserve_exact(1);
+        }
         self.entries.push_back(entry);
         while self.entries.len() > bounds.events
             || (self.bytes > bounds.bytes && self.entries.len() > 1)
@@ -264,11 +299,12 @@ impl Ring {
         }
     }
 
-    /// The oldest retained entry whose event's id is `id`.
-    pub(super) fn find_id(&self, id: &str) -> Option<&Entry> {
+    /// The oldest retained entry whose publisher kept `id` as its id (an id the hub gave is
+    /// never matched: it is a position, read as one).
+    pub(super) fn find_kept(&self, id: &str) -> Option<&Entry> {
         self.entries
             .iter()
-            .find(|entry| entry.event.id() == Some(id))
+            .find(|entry| entry.is_kept() && entry.event.id() == Some(id))
     }
 
     /// The id of the newest retained event.
@@ -324,7 +360,7 @@ mod tests {
         let keys: Vec<u64> = ring.range(6, 7).map(|e| e.key).collect();
         assert_eq!(keys, [7]);
         // A tag weighs in the byte bound as the event does.
-        let tagged = entry(100, 10).marked(Bytes::from(vec![b'g'; 95]), None);
+        let tagged = entry(100, 10).marked(Bytes::from(vec![b'g'; 95]), false, None);
         assert_eq!(tagged.weight(), 105);
         let mut heavy = Topic::new(0);
         let mut heavy_ring = heavy.write();

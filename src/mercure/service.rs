@@ -484,7 +484,7 @@ impl Inner {
         }
         let options = Publish::new()
             .keep_id()
-            .tag(tag::encode(true, [subscription.topic.as_str()]));
+            .tag(tag::subscription_event(&subscription.topic));
         if let Err(error) = self.hub.publish_with(&self.topic, event, options).await {
             tracing::warn!(%error, topic = %subscription.topic, "mercure: a subscription event was not published");
         }

@@ -2,8 +2,10 @@
 //! [tag](crate::hub::Publish::tag)): whether it is private, and its topics. Written once per
 //! publish; each subscriber reads it for every update, on replay and live.
 //!
-//! The tag is one byte (`p` private, `-` public), then the topics, each ended by a line feed
-//! (topics hold no control character, so none holds one).
+//! The tag is one byte (`p` private, `-` public, `s` a subscription event the hub itself
+//! published, private too), then the topics, each ended by a line feed (topics hold no control
+//! character, so none holds one). Only the hub writes `s`: whatever topic a publisher names,
+//! its update is never taken for a subscription event.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -12,11 +14,21 @@ use super::token::Grants;
 
 const PRIVATE: u8 = b'p';
 const PUBLIC: u8 = b'-';
+const SUBSCRIPTION: u8 = b's';
 
 /// The tag of an update on `topics`.
 pub(super) fn encode<'a>(private: bool, topics: impl IntoIterator<Item = &'a str>) -> Bytes {
+    tagged(if private { PRIVATE } else { PUBLIC }, topics)
+}
+
+/// The tag of the hub's own subscription event on `topic` (a private update).
+pub(super) fn subscription_event(topic: &str) -> Bytes {
+    tagged(SUBSCRIPTION, [topic])
+}
+
+fn tagged<'a>(kind: u8, topics: impl IntoIterator<Item = &'a str>) -> Bytes {
     let mut tag = BytesMut::with_capacity(64);
-    tag.put_u8(if private { PRIVATE } else { PUBLIC });
+    tag.put_u8(kind);
     for topic in topics {
         tag.put_slice(topic.as_bytes());
         tag.put_u8(b'\n');
@@ -38,20 +50,17 @@ pub(super) fn admits(tag: &[u8], query: &SubscribeQuery, grants: &Grants) -> boo
         .filter_map(|topic| std::str::from_utf8(topic).ok());
     match visibility {
         PUBLIC => query.matches_any(topics),
-        PRIVATE => {
+        PRIVATE | SUBSCRIPTION => {
             query.matches_any(topics.clone()) && topics.into_iter().any(|t| grants.may_subscribe(t))
         }
         _ => false,
     }
 }
 
-/// Whether one of the topics of the update tagged `tag` is under `prefix` (a subscription
-/// event's).
-pub(super) fn names_under(tag: &[u8], prefix: &str) -> bool {
-    tag.get(1..)
-        .unwrap_or_default()
-        .split(|&b| b == b'\n')
-        .any(|topic| topic.starts_with(prefix.as_bytes()))
+/// Whether the update tagged `tag` is one of the hub's own subscription events (never a
+/// publisher's update, whatever its topics).
+pub(super) fn is_subscription_event(tag: &[u8]) -> bool {
+    tag.first() == Some(&SUBSCRIPTION)
 }
 
 /// The topics of a tag.
@@ -107,11 +116,13 @@ mod tests {
             &query("match=*"),
             &anonymous
         ));
-        assert!(names_under(&private, "https://example.com/"));
-        assert!(!names_under(
-            &private,
-            "/.well-known/mercure/subscriptions/"
-        ));
-        assert!(!names_under(b"", "/"));
+        // Only the hub's own subscription events are taken for one, whatever the topic.
+        let forged = encode(true, ["/.well-known/mercure/subscriptions/../../x"]);
+        assert!(!is_subscription_event(&forged));
+        assert!(!is_subscription_event(b""));
+        let own = subscription_event("/.well-known/mercure/subscriptions/a/b");
+        assert!(is_subscription_event(&own));
+        // It is private: a grant on its topic is needed.
+        assert!(!admits(&own, &query("match=*"), &anonymous));
     }
 }

@@ -550,12 +550,45 @@ async fn subscriptions_are_announced_to_those_granted_and_listed() {
     );
     let (_, _, all) = api(
         "/.well-known/mercure/subscriptions".into(),
-        Some(watcher_auth),
+        Some(watcher_auth.clone()),
     )
     .await;
     assert_eq!(all["subscriptions"].as_array().map_or(0, Vec::len), 2);
     // Subscription events are private: the anonymous watcher saw none.
     assert!(anonymous_watcher.quiet().await);
+
+    // A publisher cannot forge subscription events: not by a topic under the subscriptions'
+    // path with dot segments (it is not reserved once normalised), whatever its data says.
+    let mut own: Value = serde_json::from_str(&events[0].data).unwrap_or_default();
+    own["active"] = Value::Bool(false);
+    let mut fake = announced.clone();
+    fake["id"] = Value::from("/.well-known/mercure/subscriptions/exact/fake/urn%3Afake");
+    fake["subscriber"] = Value::from("urn:fake");
+    for forged in [own, fake] {
+        let data = forged.to_string();
+        let topic = format!(
+            "{}/../../../../../x",
+            forged["id"].as_str().unwrap_or_default()
+        );
+        published(
+            addr,
+            &[
+                ("topic", topic.as_str()),
+                ("data", &data),
+                ("private", "on"),
+            ],
+        )
+        .await;
+    }
+    // The watcher reads both (it is granted `*`); the hub's listing is what it was.
+    assert_eq!(watcher.events(6).await.len(), 6);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, _, after) = api(
+        "/.well-known/mercure/subscriptions".into(),
+        Some(watcher_auth),
+    )
+    .await;
+    assert_eq!(after["subscriptions"], all["subscriptions"]);
 }
 
 /// A `redis-server` of the test's own; `None` (the test skipped) where none is installed,

@@ -108,7 +108,7 @@ impl Item {
     pub(super) fn into_entry(self, key: u64) -> Entry {
         let kept = self.wire_id != self.id_text;
         let event = EncodedEvent::from_encoded(self.whole, Some(self.wire_id), true);
-        Entry::new(key, event).marked(self.tag, kept.then_some(self.id_text))
+        Entry::new(key, event).marked(self.tag, kept, kept.then_some(self.id_text))
     }
 
     /// The body, without the id line.

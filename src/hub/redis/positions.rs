@@ -56,7 +56,7 @@ impl Stamp for Positions {
         // its entry id is its id, unless the publisher kept an id of its own.
         let wire_id = event.id_bytes();
         let parsed = wire_id.and_then(|wire_id| {
-            let text = entry.position.clone().unwrap_or_else(|| wire_id.clone());
+            let text = entry.position().cloned().unwrap_or_else(|| wire_id.clone());
             let id = EntryId::parse(&text)?;
             let fields = bytes.get(..bytes.len().checked_sub(4 + wire_id.len() + 2)?)?;
             Some((id, text, fields))
