@@ -24,7 +24,7 @@ mod on {
         }
     }
 
-    /// The handles of one open stream's metrics, resolved once when it opens.
+    /// The handles of one stream's metrics, resolved once when it is made.
     pub(crate) struct StreamMetrics {
         open: Gauge,
         events: Counter,
@@ -33,18 +33,22 @@ mod on {
     }
 
     impl StreamMetrics {
-        /// The stream opened.
-        pub(crate) fn opened(label: &StreamLabel) -> Self {
-            let labels: Vec<Label> = label.0.iter().cloned().collect();
-            counter!("sse_streams_opened_total", labels.iter()).increment(1);
-            let open = gauge!("sse_streams_open", labels.iter());
-            open.increment(1.0);
+        /// The metrics of a stream labelled `label`; nothing is counted until it
+        /// [opens](Self::opened).
+        pub(crate) fn new(label: StreamLabel) -> Self {
+            let labels: Vec<Label> = label.0.into_iter().collect();
             Self {
-                open,
+                open: gauge!("sse_streams_open", labels.iter()),
                 events: counter!("sse_events_sent_total", labels.iter()),
                 bytes: counter!("sse_bytes_sent_total", labels.iter()),
                 labels,
             }
+        }
+
+        /// The stream opened (its first poll).
+        pub(crate) fn opened(&self) {
+            counter!("sse_streams_opened_total", self.labels.iter()).increment(1);
+            self.open.increment(1.0);
         }
 
         /// `events` events in `bytes` bytes were handed to the connection.
@@ -103,9 +107,12 @@ mod on {
 
     impl StreamMetrics {
         #[inline(always)]
-        pub(crate) fn opened(_: &StreamLabel) -> Self {
+        pub(crate) fn new(_: StreamLabel) -> Self {
             Self
         }
+
+        #[inline(always)]
+        pub(crate) fn opened(&self) {}
 
         #[inline(always)]
         pub(crate) fn sent(&self, _: u64, _: u64) {}

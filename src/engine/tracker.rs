@@ -29,8 +29,6 @@ struct Sent {
     events: u64,
     bytes: u64,
     last_event_id: Option<Bytes>,
-    /// An id written without data, which the next event carries to the client.
-    pending_id: Option<Bytes>,
 }
 
 /// Follows one event stream from its first poll to its close, which it reports exactly once
@@ -45,6 +43,8 @@ struct Sent {
 /// wakes the connection for whatever else is due. It costs no task and no second timer.
 pub(crate) struct Tracker {
     sent: Sent,
+    /// An id written without data, which the next event carries to the client.
+    pending_id: Option<Bytes>,
     /// The events already counted in the metrics.
     metered_events: u64,
     /// The connection started reading the body (a HEAD response's body never is).
@@ -67,12 +67,13 @@ struct Shared {
     reported: AtomicBool,
     /// Written only when a write deadline is set.
     waiting: Mutex<Waiting>,
-    /// The stream's place under the stream limits: given back when the close is reported, or
-    /// when the stream is dropped unreported (a body never read).
-    permit: Mutex<Option<Permit>>,
-    label: StreamLabel,
-    /// Set when the stream opens (its first poll): a stream never read is never counted.
-    metrics: std::sync::OnceLock<StreamMetrics>,
+    /// The stream's place under the stream limits (boxed: most streams run without limits):
+    /// given back when the close is reported, or when the stream is dropped unreported (a body
+    /// never read).
+    permit: Mutex<Option<Box<Permit>>>,
+    /// Counted from the stream's first poll: a stream never read is never counted, and its
+    /// close is reported only once it was read.
+    metrics: StreamMetrics,
 }
 
 /// A frame handed on, and the connection not back for the next one: what the watchdog checks.
@@ -95,12 +96,12 @@ impl Tracker {
             disconnect,
             reported: AtomicBool::new(false),
             waiting: Mutex::new(Waiting::default()),
-            permit: Mutex::new(admission.permit),
-            label: admission.label,
-            metrics: std::sync::OnceLock::new(),
+            permit: Mutex::new(admission.permit.map(Box::new)),
+            metrics: StreamMetrics::new(admission.label),
         });
         Self {
             sent: Sent::default(),
+            pending_id: None,
             metered_events: 0,
             polled: false,
             closing: None,
@@ -120,10 +121,7 @@ impl Tracker {
         if !self.polled {
             self.polled = true;
             tracing::debug!(parent: &self.shared.span, "event stream opened");
-            let shared = &self.shared;
-            shared
-                .metrics
-                .get_or_init(|| StreamMetrics::opened(&shared.label));
+            self.shared.metrics.opened();
         }
         if self.watching {
             let mut waiting = self.shared.lock_waiting();
@@ -141,24 +139,24 @@ impl Tracker {
     pub(crate) fn event_sent(&mut self, id: Option<Bytes>, dispatches: bool) {
         if !dispatches {
             if id.is_some() {
-                self.sent.pending_id = id;
+                self.pending_id = id;
             }
             return;
         }
         self.sent.events += 1;
-        if let Some(id) = id.or_else(|| self.sent.pending_id.take()) {
+        if let Some(id) = id.or_else(|| self.pending_id.take()) {
             self.sent.last_event_id = Some(id);
         }
-        self.sent.pending_id = None;
+        self.pending_id = None;
     }
 
     /// A frame was handed to the connection at `now`.
     pub(crate) fn handed_on(&mut self, len: usize, now: Instant) {
         self.sent.bytes += len as u64;
-        if let Some(metrics) = self.shared.metrics.get() {
-            metrics.sent(self.sent.events - self.metered_events, len as u64);
-            self.metered_events = self.sent.events;
-        }
+        self.shared
+            .metrics
+            .sent(self.sent.events - self.metered_events, len as u64);
+        self.metered_events = self.sent.events;
         if self.watching {
             let mut waiting = self.shared.lock_waiting();
             waiting.since = Some(now);
@@ -265,9 +263,7 @@ impl Shared {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .take(),
         );
-        if let Some(metrics) = self.metrics.get() {
-            metrics.closed(reason);
-        }
+        self.metrics.closed(reason);
         let info = CloseInfo {
             reason,
             duration: self.opened.elapsed(),

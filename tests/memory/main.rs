@@ -11,4 +11,5 @@ mod allocations;
 mod gateway;
 #[cfg(feature = "hub")]
 mod hub;
+mod idle;
 mod stall;

@@ -16,6 +16,8 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Bytes allocated minus bytes freed by this thread (it may go below zero).
+    static THREAD_BYTES: Cell<isize> = const { Cell::new(0) };
 }
 
 /// The system allocator, counting each allocation (and reallocation) of the calling thread.
@@ -39,17 +41,20 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
         grew(new_size);
+        thread_bytes_add(-(layout.size() as isize));
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         System.realloc(ptr, layout, new_size)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        thread_bytes_add(-(layout.size() as isize));
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         System.dealloc(ptr, layout)
     }
 }
 
 fn grew(size: usize) {
+    thread_bytes_add(size as isize);
     let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
     PEAK.fetch_max(live, Ordering::Relaxed);
 }
@@ -69,6 +74,16 @@ pub fn peak() -> usize {
 fn count() {
     // `try_with`: the counter may already be gone while the thread exits.
     let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+}
+
+fn thread_bytes_add(delta: isize) {
+    let _ = THREAD_BYTES.try_with(|bytes| bytes.set(bytes.get() + delta));
+}
+
+/// Bytes allocated minus bytes freed by this thread so far: what it holds, when nothing it
+/// allocated is freed elsewhere (a current-thread runtime's tasks run on it).
+pub fn thread_bytes() -> isize {
+    THREAD_BYTES.with(Cell::get)
 }
 
 /// Allocations (and reallocations) made so far on this thread.
