@@ -44,15 +44,15 @@ pin_project! {
             #[pin]
             body: B,
         },
-        // The inner body, decoded and encoded again.
+        // The inner body, decoded and encoded again. The engines are boxed: a body stays a
+        // small handle (an inner body that is itself an `SseBody` does not nest a second
+        // engine's room in this one).
         Events {
-            #[pin]
-            engine: Engine<Decoded<B>>,
+            engine: Pin<Box<Engine<Decoded<B>>>>,
         },
         // A stream of this crate's own, handed over already encoded; the inner body is dropped.
         Handoff {
-            #[pin]
-            engine: Engine<Handoff>,
+            engine: Pin<Box<Engine<Handoff>>>,
         },
         // The layer's own short answer (a refused request), taken when sent.
         Answer {
@@ -90,7 +90,7 @@ impl<B> SseBody<B> {
     ) -> Self {
         let disconnect = done.map_or_else(Disconnect::new, DisconnectGuard::disarm);
         let source = Decoded::new(body, decoder);
-        let engine = Engine::new(source, config, disconnect.clone(), admission);
+        let engine = Box::pin(Engine::new(source, config, disconnect.clone(), admission));
         Self {
             kind: Kind::Events { engine },
             done: Some(disconnect.guard()),
@@ -106,7 +106,7 @@ impl<B> SseBody<B> {
         admission: Admission,
     ) -> Self {
         let disconnect = done.map_or_else(Disconnect::new, DisconnectGuard::disarm);
-        let engine = Engine::new(source, config, disconnect.clone(), admission);
+        let engine = Box::pin(Engine::new(source, config, disconnect.clone(), admission));
         Self {
             kind: Kind::Handoff { engine },
             done: Some(disconnect.guard()),
@@ -182,8 +182,8 @@ where
                     })
                 })
             }
-            KindProj::Events { engine } => ready!(engine.poll_frame(cx)),
-            KindProj::Handoff { engine } => ready!(engine.poll_frame(cx)),
+            KindProj::Events { engine } => ready!(engine.as_mut().poll_frame(cx)),
+            KindProj::Handoff { engine } => ready!(engine.as_mut().poll_frame(cx)),
             KindProj::Answer { text } => text.take().map(Frame::data),
         };
         #[cfg(feature = "compression")]

@@ -70,7 +70,8 @@ pub(super) struct Subscriber {
     /// Numbers it in its topics' waiter lists.
     id: u64,
     waiter: Arc<AtomicWaker>,
-    gap: Option<Event>,
+    /// Boxed: few subscriptions start with one, and every subscriber would carry its room.
+    gap: Option<Box<Event>>,
     /// Events an engine replayed from elsewhere, each with its topic's index: sent before the
     /// rings, whatever the bounds.
     replay: VecDeque<(usize, Entry)>,
@@ -103,7 +104,7 @@ impl Subscriber {
             topics,
             id,
             waiter,
-            gap,
+            gap: gap.map(Box::new),
             replay: VecDeque::new(),
             stamp: None,
             filter,
@@ -273,7 +274,7 @@ impl Source for Subscriber {
     ) -> Poll<Result<(), StreamError>> {
         let this = self.get_mut();
         if let Some(gap) = this.gap.take() {
-            out.event(gap);
+            out.event(*gap);
         }
         // The replay first, whole, before anything can end the stream as lagged.
         while let Some((index, entry)) = this.replay.pop_front() {
