@@ -20,7 +20,7 @@ use support::redis_server::RedisServer;
 use support::whatwg::{self, Dispatched};
 use tokio::time::Instant;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_sse::hub::{GapReason, Hub, HubError, Redis, Resume, Subscription};
+use tower_sse::hub::{GapReason, Hub, HubError, Redis, Resume, Subscribe, Subscription};
 use tower_sse::{Event, LastEventId, SseLayer};
 
 /// A hub on `server`.
@@ -618,19 +618,26 @@ async fn a_reader_behind_a_trim_ends_its_subscribers_as_lagged_and_their_resume_
     // XTRIM), so that only the check after reconnecting can see it.
     for (away, kept) in [(false, 5), (true, 2)] {
         let mut reader = Reader::of(subscribe(&hub, &["t"], None).await);
+        // A filtered subscriber (woken only for what its filter takes) ends the same way.
+        let filtered = hub.subscribe_with(["t"], Subscribe::new().filter(|_| true));
+        let mut filtered = Reader::of(filtered.await.unwrap_or_else(|e| panic!("{e}"))); // ok: test
         let before = publish(&hub, "t", "before").await;
-        assert_eq!(
-            reader.events_until(1).await.ids(),
-            std::slice::from_ref(&before)
-        );
+        for reader in [&mut reader, &mut filtered] {
+            assert_eq!(
+                reader.events_until(1).await.ids(),
+                std::slice::from_ref(&before)
+            );
+        }
         let ids = burst(&mut connection, away, 50, kept).await;
-        reader.until(Duration::from_secs(10), |_| false).await;
-        assert!(reader.ended, "away {away}: the stream goes on past a trim");
-        assert_eq!(
-            reader.data(),
-            ["before"],
-            "away {away}: what the trim left was handed on as if nothing were missing"
-        );
+        for reader in [&mut reader, &mut filtered] {
+            reader.until(Duration::from_secs(10), |_| false).await;
+            assert!(reader.ended, "away {away}: the stream goes on past a trim");
+            assert_eq!(
+                reader.data(),
+                ["before"],
+                "away {away}: what the trim left was handed on as if nothing were missing"
+            );
+        }
         let resumed = subscribe(&hub, &["t"], Some(&before)).await;
         assert_eq!(
             resumed.resume(),
