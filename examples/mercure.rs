@@ -92,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .graceful_shutdown(shutdown.clone());
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
-        .nest_service("/.well-known/mercure", mercure)
+        .nest_service("/.well-known/mercure", mercure.clone())
         .layer(sse)
         .layer(cors(&args.cors_origins)?);
 
@@ -100,6 +100,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("mercure hub on http://{}, as {url}", listener.local_addr()?);
     serve::cancel_on_signal(shutdown.clone());
     serve::serve(listener, app, shutdown, |_| {}).await;
+    // The streams have ended: their ends are announced to the other nodes before exiting.
+    if !mercure.shutdown(Duration::from_secs(5)).await {
+        eprintln!("the ends of some subscriptions were not announced in time");
+    }
     println!("stopped");
     Ok(())
 }

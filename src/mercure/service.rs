@@ -19,7 +19,10 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde_json::{json, Value};
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use url::Url;
 
 use super::presence::{self, Registry, Subscription as Presence};
@@ -86,6 +89,9 @@ struct Inner {
     registry: Arc<Registry>,
     /// Stops the task that follows the subscription events, when the service is dropped.
     following: CancellationToken,
+    /// The tasks announcing the end of subscriptions (a stream being dropped cannot wait), so
+    /// that [`MercureHub::shutdown`] can.
+    ending: TaskTracker,
 }
 
 impl Drop for Inner {
@@ -122,8 +128,32 @@ impl MercureHub {
                 cookies: vec![COOKIE.into(), PRE_STANDARD_COOKIE.into()],
                 registry: Arc::default(),
                 following: CancellationToken::new(),
+                ending: TaskTracker::new(),
             },
         }
+    }
+
+    /// Ends this node's part before the process exits, once its streams have ended (after the
+    /// server stopped): stops following the other nodes' subscription events, and waits, at
+    /// most `within`, until the end of each of its subscriptions has been announced (their
+    /// streams' ends announce them from a task, which a runtime shutting down would drop: the
+    /// other nodes would list them forever). Whether every announcement was made in time.
+    ///
+    /// ```no_run
+    /// # async fn stop(mercure: tower_sse::mercure::MercureHub) {
+    /// // After the server's connections have closed:
+    /// if !mercure.shutdown(std::time::Duration::from_secs(5)).await {
+    ///     eprintln!("some subscriptions' ends were not announced");
+    /// }
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, within: Duration) -> bool {
+        let inner = &self.inner;
+        inner.following.cancel();
+        inner.ending.close();
+        tokio::time::timeout(within, inner.ending.wait())
+            .await
+            .is_ok()
     }
 
     /// The hub's public URL.
@@ -175,8 +205,10 @@ impl MercureHubBuilder {
     /// (pre-standard: a message) on `{hub}/subscriptions/...` when each starts and ends, for
     /// the subscribers granted those topics, and the subscriptions API under the hub's path.
     /// The API lists every node's subscriptions: each node follows the announcements of all
-    /// (a task, when built within a Tokio runtime; else only its own). A subscription of a node
-    /// that died without announcing its end stays listed.
+    /// (a task, when built within a Tokio runtime; else only its own). Call
+    /// [`MercureHub::shutdown`] before the process exits, so that the ends of its
+    /// subscriptions are announced: a subscription of a node that died without announcing its
+    /// end stays listed.
     pub fn subscriptions(mut self, enable: bool) -> Self {
         self.inner.subscriptions = enable;
         self
@@ -630,12 +662,15 @@ impl Drop for Announcement {
             return;
         };
         let hub = self.hub.clone();
-        runtime.spawn(async move {
-            for subscription in &mut ended {
-                subscription.active = false;
-                hub.publish_presence(subscription).await;
-            }
-        });
+        self.hub.ending.spawn_on(
+            async move {
+                for subscription in &mut ended {
+                    subscription.active = false;
+                    hub.publish_presence(subscription).await;
+                }
+            },
+            &runtime,
+        );
     }
 }
 

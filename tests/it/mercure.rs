@@ -758,3 +758,32 @@ async fn every_node_lists_the_subscriptions_of_all() {
     drop(on_a);
     assert_eq!(listed(c, 0).await, 0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_waits_until_the_ends_of_subscriptions_are_announced() {
+    use tower::ServiceExt;
+    let hub = Hub::memory();
+    let mercure = MercureHub::builder(hub.clone(), hub_url())
+        .anonymous(true)
+        .subscriptions(true)
+        .build();
+    let request = Request::get("/.well-known/mercure?match=https%3A%2F%2Fexample.com%2Fa")
+        .header("accept", "text/event-stream")
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let response = mercure
+        .clone()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    assert_eq!(response.status(), StatusCode::OK);
+    // The start was announced before the response.
+    let started = hub.last_id("mercure").await.ok().flatten();
+    assert!(started.is_some());
+    // The stream ends: its end is announced from a task, which shutdown waits for (on this
+    // one thread, the task has not run before shutdown yields to it).
+    drop(response);
+    assert!(mercure.shutdown(Duration::from_secs(5)).await);
+    let ended = hub.last_id("mercure").await.ok().flatten();
+    assert!(ended.is_some() && ended != started, "{started:?} {ended:?}");
+}
