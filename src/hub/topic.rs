@@ -243,8 +243,8 @@ impl Ring {
         self.last = entry.key;
         self.bytes += entry.weight();
         if self.entries.capacity() == 0 {
-            // Room for one: many topics only ever retain their newest event (and a ring grows
-            // by doubling from the second).
+            // Room for one: many topics only ever retain their newest event (past it, the
+            // ring grows as a `VecDeque` does: to four, then by doubling).
             self.entries.reserve_exact(1);
         }
         self.entries.push_back(entry);

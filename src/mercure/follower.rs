@@ -45,6 +45,7 @@ pub(super) async fn follow(
             () = cancel.cancelled() => return,
         };
         let mut read = false;
+        let round = tokio::time::Instant::now();
         match subscribed {
             Ok(subscription) => {
                 let mut reader = EventReader::new(Box::pin(subscription.into_http().into_body()));
@@ -76,7 +77,8 @@ pub(super) async fn follow(
                 tracing::warn!(%error, retry_in = ?backoff, "mercure: subscription events cannot be followed now");
             }
         }
-        if read {
+        // A round that read something, or that stood for a while, was not a failing loop.
+        if read || round.elapsed() > BACKOFF.1 {
             backoff = BACKOFF.0;
             continue;
         }

@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -22,6 +23,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
@@ -89,9 +91,12 @@ struct Inner {
     registry: Arc<Registry>,
     /// Stops the task that follows the subscription events, when the service is dropped.
     following: CancellationToken,
-    /// The tasks announcing the end of subscriptions (a stream being dropped cannot wait), so
-    /// that [`MercureHub::shutdown`] can.
+    /// This node's live announcements and the tasks announcing their ends (a stream being
+    /// dropped cannot wait), so that [`MercureHub::shutdown`] can.
     ending: TaskTracker,
+    /// Whether the end of a subscription could not be announced (Redis was away): the other
+    /// nodes still list it.
+    unannounced: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -129,6 +134,7 @@ impl MercureHub {
                 registry: Arc::default(),
                 following: CancellationToken::new(),
                 ending: TaskTracker::new(),
+                unannounced: AtomicBool::new(false),
             },
         }
     }
@@ -137,7 +143,10 @@ impl MercureHub {
     /// server stopped): stops following the other nodes' subscription events, and waits, at
     /// most `within`, until the end of each of its subscriptions has been announced (their
     /// streams' ends announce them from a task, which a runtime shutting down would drop: the
-    /// other nodes would list them forever). Whether every announcement was made in time.
+    /// other nodes would list them forever). True when every subscription has ended and each
+    /// end was announced in time; false when a subscription is still open after `within` (its
+    /// stream was not dropped), or an announcement failed (the hub was unavailable): the other
+    /// nodes may still list those.
     ///
     /// ```no_run
     /// # async fn stop(mercure: tower_sse::mercure::MercureHub) {
@@ -151,9 +160,10 @@ impl MercureHub {
         let inner = &self.inner;
         inner.following.cancel();
         inner.ending.close();
-        tokio::time::timeout(within, inner.ending.wait())
+        let ended = tokio::time::timeout(within, inner.ending.wait())
             .await
-            .is_ok()
+            .is_ok();
+        ended && !inner.unannounced.load(Ordering::Relaxed)
     }
 
     /// The hub's public URL.
@@ -208,7 +218,10 @@ impl MercureHubBuilder {
     /// (a task, when built within a Tokio runtime; else only its own). Call
     /// [`MercureHub::shutdown`] before the process exits, so that the ends of its
     /// subscriptions are announced: a subscription of a node that died without announcing its
-    /// end stays listed.
+    /// end stays listed. A node started later learns of the subscriptions already active from
+    /// the hub topic's history: one whose start has left it (the hub's
+    /// [history bounds](crate::hub::HubBuilder::history), which a flood of updates reaches
+    /// sooner) is not listed there.
     pub fn subscriptions(mut self, enable: bool) -> Self {
         self.inner.subscriptions = enable;
         self
@@ -489,36 +502,43 @@ impl Inner {
         let mut announcement = Announcement {
             hub: self.clone(),
             subscriptions: Vec::with_capacity(query.matchers().len()),
+            _live: self.ending.token(),
         };
         for matcher in query.matchers() {
             let payload = grants.payload_for(matcher.as_str()).cloned();
             let subscription = Presence::new(&self.path, &subscriber, matcher, payload);
             self.registry.add(&subscription);
             announcement.subscriptions.push(subscription.clone());
+            // A start that was not announced is only missing from the other nodes' lists
+            // until its end; the subscription is served all the same.
             self.publish_presence(&subscription).await;
         }
         announcement
     }
 
-    /// Publishes a subscription's event, as a private update on its topic. A failure is
-    /// logged: the subscription itself stands.
-    async fn publish_presence(&self, subscription: &Presence) {
+    /// Publishes a subscription's event, as a private update on its topic; whether it was. A
+    /// failure is logged: the subscription itself stands.
+    async fn publish_presence(&self, subscription: &Presence) -> bool {
         let data = subscription.document(true).to_string();
         let mut event = match Event::default().id(new_id()) {
             Ok(event) => event.data(data),
-            Err(_) => return,
+            Err(_) => return false,
         };
         if let Some(kind) = subscription.event_type() {
             match event.event(kind) {
                 Ok(typed) => event = typed,
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
         let options = Publish::new()
             .keep_id()
             .tag(tag::subscription_event(&subscription.topic));
-        if let Err(error) = self.hub.publish_with(&self.topic, event, options).await {
-            tracing::warn!(%error, topic = %subscription.topic, "mercure: a subscription event was not published");
+        match self.hub.publish_with(&self.topic, event, options).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, topic = %subscription.topic, "mercure: a subscription event was not published");
+                false
+            }
         }
     }
 
@@ -645,6 +665,9 @@ impl Inner {
 struct Announcement {
     hub: Arc<Inner>,
     subscriptions: Vec<Presence>,
+    /// Counted by the hub's `ending` tracker while the subscriptions live, so that a shutdown
+    /// waits for their ends (and their announcements' tasks) too.
+    _live: TaskTrackerToken,
 }
 
 impl Drop for Announcement {
@@ -661,12 +684,16 @@ impl Drop for Announcement {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // The task is tracked before this token is released: the tracker never looks idle
+        // between the two.
         let hub = self.hub.clone();
         self.hub.ending.spawn_on(
             async move {
                 for subscription in &mut ended {
                     subscription.active = false;
-                    hub.publish_presence(subscription).await;
+                    if !hub.publish_presence(subscription).await {
+                        hub.unannounced.store(true, Ordering::Relaxed);
+                    }
                 }
             },
             &runtime,

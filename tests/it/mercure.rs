@@ -468,7 +468,10 @@ async fn a_subscribers_stream_ends_when_its_token_expires() {
 
 #[tokio::test]
 async fn subscriptions_are_announced_to_those_granted_and_listed() {
-    let addr = serve(Hub::memory(), true, true).await;
+    let hub = Hub::memory();
+    let addr = serve(hub.clone(), true, true).await;
+    // A second node on the same hub: it lists only what its follower read.
+    let observer = serve(hub, true, true).await;
     let watcher_auth = format!("Bearer {}", token(&[], &["*"]));
     let mut watcher = subscribe(addr, "match=*", &[("authorization", &watcher_auth)]).await;
     let mut anonymous_watcher = subscribe(addr, "match=*", &[]).await;
@@ -498,7 +501,7 @@ async fn subscriptions_are_announced_to_those_granted_and_listed() {
     assert_eq!(announced["id"], expected.as_str());
 
     // The API, granted: the collection and the one subscription, with the cursor.
-    let api = |path: String, auth: Option<String>| async move {
+    let api_of = |addr: SocketAddr, path: String, auth: Option<String>| async move {
         let mut headers = vec![];
         if let Some(auth) = &auth {
             headers.push(("authorization", auth.as_str()));
@@ -513,6 +516,7 @@ async fn subscriptions_are_announced_to_those_granted_and_listed() {
             serde_json::from_slice::<Value>(&body).unwrap_or_default(),
         )
     };
+    let api = |path: String, auth: Option<String>| api_of(addr, path, auth);
     let (status, link, all) = api(
         "/.well-known/mercure/subscriptions".into(),
         Some(watcher_auth.clone()),
@@ -566,10 +570,12 @@ async fn subscriptions_are_announced_to_those_granted_and_listed() {
     fake["subscriber"] = Value::from("urn:fake");
     for forged in [own, fake] {
         let data = forged.to_string();
-        let topic = format!(
-            "{}/../../../../../x",
-            forged["id"].as_str().unwrap_or_default()
+        let id = forged["id"].as_str().unwrap_or_default();
+        assert!(
+            id.starts_with("/.well-known/mercure/subscriptions/"),
+            "{forged}"
         );
+        let topic = format!("{id}/../../../../../x");
         published(
             addr,
             &[
@@ -582,13 +588,31 @@ async fn subscriptions_are_announced_to_those_granted_and_listed() {
     }
     // The watcher reads both (it is granted `*`); the hub's listing is what it was.
     assert_eq!(watcher.events(6).await.len(), 6);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, _, after) = api(
-        "/.well-known/mercure/subscriptions".into(),
-        Some(watcher_auth),
-    )
-    .await;
-    assert_eq!(after["subscriptions"], all["subscriptions"]);
+    let listing = |addr: SocketAddr| {
+        let auth = Some(watcher_auth.clone());
+        async move {
+            let (_, _, all) = api_of(addr, "/.well-known/mercure/subscriptions".into(), auth).await;
+            all["subscriptions"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    assert_eq!(Value::from(listing(addr).await), all["subscriptions"]);
+    // The observer's follower read the forgeries before a genuine start published after them:
+    // once it lists that start, it has passed over the forgeries, and lists what this node does.
+    let late = subscribe(addr, "match=https%3A%2F%2Fexample.com%2Flate", &[]).await;
+    assert_eq!(late.status, StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut observed = listing(observer).await;
+    while !observed
+        .iter()
+        .any(|s| s["match"] == "https://example.com/late")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{observed:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        observed = listing(observer).await;
+    }
+    let listed = listing(addr).await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(observed, listed);
 }
 
 /// A `redis-server` of the test's own; `None` (the test skipped) where none is installed,
@@ -780,10 +804,36 @@ async fn shutdown_waits_until_the_ends_of_subscriptions_are_announced() {
     // The start was announced before the response.
     let started = hub.last_id("mercure").await.ok().flatten();
     assert!(started.is_some());
+    // A subscription still open is not an end announced: shutdown says so.
+    assert!(!mercure.shutdown(Duration::from_millis(50)).await);
     // The stream ends: its end is announced from a task, which shutdown waits for (on this
     // one thread, the task has not run before shutdown yields to it).
     drop(response);
     assert!(mercure.shutdown(Duration::from_secs(5)).await);
     let ended = hub.last_id("mercure").await.ok().flatten();
     assert!(ended.is_some() && ended != started, "{started:?} {ended:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_reports_an_end_that_could_not_be_announced() {
+    use tower::ServiceExt;
+    let hub = Hub::memory();
+    let mercure = MercureHub::builder(hub.clone(), hub_url())
+        .anonymous(true)
+        .subscriptions(true)
+        .build();
+    let request = Request::get("/.well-known/mercure?match=https%3A%2F%2Fexample.com%2Fa")
+        .header("accept", "text/event-stream")
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let response = mercure
+        .clone()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    assert_eq!(response.status(), StatusCode::OK);
+    // The hub refuses the end's announcement: the other nodes would list it still.
+    hub.close();
+    drop(response);
+    assert!(!mercure.shutdown(Duration::from_secs(5)).await);
 }
