@@ -15,7 +15,8 @@
 //! every 10 ms: publish→read latency).
 //!
 //! `cargo bench --bench mercure --features mercure,axum` (`TOWER_SSE_MERCURE_RUNS`, default 3;
-//! the soft `ulimit -n` must exceed the subscriber count).
+//! `TOWER_SSE_MERCURE_CASES`, a comma list of `fan-out`, `many`, `paced`, default all; the soft
+//! `ulimit -n` must exceed the subscriber count).
 
 mod common;
 
@@ -375,6 +376,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let cases = std::env::var("TOWER_SSE_MERCURE_CASES").unwrap_or_default();
+    let runs_case = |case: &str| cases.is_empty() || cases.split(',').any(|c| c.trim() == case);
     let fan_out = Shape {
         topics: 1,
         per_topic: 10_000,
@@ -382,12 +385,14 @@ fn main() {
         events: 500,
         interval: Duration::ZERO,
     };
-    compare(
-        &runtime,
-        runs,
-        "10 000 subscribers × 500 events of 64 B",
-        fan_out,
-    );
+    if runs_case("fan-out") {
+        compare(
+            &runtime,
+            runs,
+            "10 000 subscribers × 500 events of 64 B",
+            fan_out,
+        );
+    }
     let many = Shape {
         topics: 1_000,
         per_topic: 10,
@@ -395,21 +400,25 @@ fn main() {
         events: 1_000,
         interval: Duration::ZERO,
     };
-    compare(
-        &runtime,
-        runs,
-        "1 000 topics × 10 subscribers, 4 publishers × 1 000 events",
-        many,
-    );
+    if runs_case("many") {
+        compare(
+            &runtime,
+            runs,
+            "1 000 topics × 10 subscribers, 4 publishers × 1 000 events",
+            many,
+        );
+    }
     let paced = Shape {
         events: 100,
         interval: Duration::from_millis(10),
         ..fan_out
     };
-    compare(
-        &runtime,
-        runs.min(1),
-        "10 000 subscribers, an event every 10 ms",
-        paced,
-    );
+    if runs_case("paced") {
+        compare(
+            &runtime,
+            runs.min(1),
+            "10 000 subscribers, an event every 10 ms",
+            paced,
+        );
+    }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use atomic_waker::AtomicWaker;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::id::{self, Position};
 use super::subscriber::{accepts, Feed, Joined, Subscriber};
@@ -117,7 +117,7 @@ impl Memory {
             let event = EncodedEvent::new(&event);
             let entry =
                 |seq| Entry::new(seq, event.clone()).marked(options.tag.clone(), true, None);
-            self.append(name, entry)?;
+            self.append(name, &options.tag, entry)?;
             return Ok(kept);
         }
         let _replaced = event.take_id();
@@ -129,7 +129,7 @@ impl Memory {
         encoded.truncate(encoded.len().saturating_sub(1));
         let epoch = self.epoch;
         let mut id = String::new();
-        self.append(name, |seq| {
+        self.append(name, &options.tag, |seq| {
             id = id::format(epoch, seq);
             encoded.extend_from_slice(b"id: ");
             let start = encoded.len();
@@ -144,9 +144,14 @@ impl Memory {
         Ok(id)
     }
 
-    /// Appends the entry `make` builds with the next sequence number to `name`'s ring (made if
-    /// it is not kept), and wakes its subscribers.
-    fn append(&self, name: &str, mut make: impl FnMut(u64) -> Entry) -> Result<(), HubError> {
+    /// Appends the entry `make` builds with the next sequence number (tagged `tag`) to `name`'s
+    /// ring (made if it is not kept), and wakes its subscribers.
+    fn append(
+        &self,
+        name: &str,
+        tag: &[u8],
+        mut make: impl FnMut(u64) -> Entry,
+    ) -> Result<(), HubError> {
         loop {
             let topic = self.topic(name);
             let mut ring = topic.write();
@@ -170,7 +175,7 @@ impl Memory {
                     .fetch_sub(grown.unsigned_abs(), Ordering::Relaxed);
             }
             drop(ring);
-            topic.wake_all();
+            topic.wake_for(std::iter::once(tag));
             self.evict();
             return Ok(());
         }
@@ -220,17 +225,19 @@ impl Memory {
         let checked = position.is_some();
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
         let waiter = Arc::new(AtomicWaker::new());
+        let selection = options.selection();
         let mut topics = Vec::with_capacity(names.len());
         let mut replayed = 0;
         for name in names {
             loop {
                 let topic = self.topic(&name);
-                let ring = topic.read();
+                let mut ring = topic.write();
                 if ring.removed {
                     continue;
                 }
-                // Registered under the ring's lock: the topic is not removed meanwhile.
-                topic.add_waiter(id, waiter.clone());
+                // Registered under the ring's lock: the topic is not removed meanwhile, and an
+                // interest counts from here.
+                topic.add_waiter(&mut ring, id, waiter.clone(), selection.interest.as_deref());
                 let cursor = match after {
                     // Live from now: every event numbered up to `newest` is in the ring (a topic
                     // made anew may count more as forgotten).
@@ -246,7 +253,7 @@ impl Memory {
                 };
                 replayed += ring
                     .range(cursor, newest)
-                    .filter(|entry| accepts(&options.filter, entry))
+                    .filter(|entry| accepts(&selection.filter, entry))
                     .count();
                 drop(ring);
                 topics.push(Joined {
@@ -261,8 +268,7 @@ impl Memory {
         let gap = options.gap_event(&self.config, gap);
         let feed: Arc<dyn Feed> = self.clone();
         let bounds = self.config.queue_bounds();
-        let filter = options.filter.clone();
-        let source = Subscriber::new(feed, topics, (id, waiter), newest, gap, bounds, filter);
+        let source = Subscriber::new(feed, topics, (id, waiter), newest, gap, bounds, selection);
         Ok((Box::pin(source), resume))
     }
 
@@ -276,7 +282,7 @@ impl Memory {
             .filter_map(|topic| {
                 let ring = topic.read();
                 let entry = ring.find_kept(id)?;
-                Some((entry.key, accepts(&options.filter, entry)))
+                Some((entry.key, accepts(&options.selection().filter, entry)))
             })
             .min_by_key(|(key, _)| *key)?;
         readable.then_some(key)
@@ -405,9 +411,9 @@ impl Feed for Memory {
         self.closed.load(Ordering::Acquire)
     }
 
-    fn leave(&self, topics: &[Joined], id: u64) {
+    fn leave(&self, topics: &[Joined], id: u64, interest: Option<&[Bytes]>) {
         for joined in topics {
-            if !joined.topic.remove_waiter(id) {
+            if !joined.topic.remove_waiter(id, interest) {
                 self.remove(&joined.name, &joined.topic, false);
             }
         }

@@ -40,7 +40,7 @@
 //! | Slow subscribers | each reads its topics' rings (the history) with a cursor of its own; one more than 1 024 events or 1 MiB behind (its queue) is sent that many and ended after whole events ([`CloseReason::Lagged`](crate::CloseReason::Lagged)), as is one whose next event left the history; it catches up from history when it reconnects; `publish` never waits on a subscriber |
 //! | Topics apart | a publish holds only its topic's lock, to number and append the event (encoded before, subscribers woken after): topics never wait on each other |
 //! | Several topics | up to 16 per subscription, merged in publish order, resumed with one id |
-//! | Tags and filters | [`Publish::tag`] stores bytes with an event, never sent; [`Subscribe::filter`] sends a subscription only the events whose tags it accepts, on replay and live |
+//! | Tags and filters | [`Publish::tag`] stores bytes with an event, never sent; [`Subscribe::filter`] sends a subscription only the events whose tags it accepts, on replay and live; [`Subscribe::interest`] only those whose tags name one of its keys, and a publish wakes only the subscriptions it concerns |
 //! | Shutdown | the layer's shutdown event ends hub streams; give it no `id`, or the client's hub id is replaced and its next subscribe starts with a gap |
 //! | Encode once | an event is encoded once into shared bytes; each subscriber's stream hands them on (copied only when coalesced with others) |
 //! | Bad input | a topic name is 1 to 256 bytes without control characters, else [`HubError::InvalidTopic`] (a `400`); an event without data, which no client would dispatch, is [`HubError::NoData`]; a `Last-Event-ID` of any content or length is read without a panic |
@@ -384,6 +384,7 @@ enum Start {
 pub struct Subscribe {
     start: Start,
     filter: Option<subscriber::Filter>,
+    interest: Option<Arc<[Bytes]>>,
     no_gap_event: bool,
 }
 
@@ -433,6 +434,59 @@ impl Subscribe {
         self
     }
 
+    /// Sends only the events whose [tag](Publish::tag) names one of `keys` (one of the tag's
+    /// lines, split at line feeds, is a key), on replay and live, and with the
+    /// [filter](Self::filter)'s consent if there is one; a publish wakes the subscription only
+    /// for those. Where many subscribers of one topic each want a few of its events (a
+    /// resource each), a publish then costs only the subscribers it concerns, not all of them.
+    /// As with a filter, the other events are passed over: the subscription ends as lagged
+    /// only once an event naming one of its keys left the history before it was sent.
+    ///
+    /// ```
+    /// # async fn run() -> Result<(), tower_sse::hub::HubError> {
+    /// use tower_sse::hub::{Hub, Publish, Subscribe};
+    /// use tower_sse::Event;
+    ///
+    /// let hub = Hub::memory();
+    /// let books = hub
+    ///     .subscribe_with(["changes"], Subscribe::new().interest(["book/1", "book/2"]))
+    ///     .await?;
+    /// let tagged = |key: &'static str| Publish::new().tag(key);
+    /// hub.publish_with("changes", Event::default().data("b1"), tagged("book/1")).await?;
+    /// hub.publish_with("changes", Event::default().data("a9"), tagged("author/9")).await?;
+    /// // `books` receives the first event only, and is not woken by the second.
+    /// # drop(books);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn interest<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<Bytes>,
+    {
+        self.interest = Some(keys.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Which events the subscription sends: its filter, narrowed to its interest.
+    fn selection(&self) -> subscriber::Selection {
+        let filter = match (&self.interest, &self.filter) {
+            (None, filter) => filter.clone(),
+            (Some(keys), filter) => {
+                let (keys, filter) = (keys.clone(), filter.clone());
+                let narrowed: subscriber::Filter = Arc::new(move |tag: &[u8]| {
+                    topic::names_any(tag, &keys)
+                        && filter.as_ref().map_or(true, |filter| filter(tag))
+                });
+                Some(narrowed)
+            }
+        };
+        subscriber::Selection {
+            filter,
+            interest: self.interest.clone(),
+        }
+    }
+
     /// Sends no gap event when the position cannot be resumed (the [`Resume`] still says so):
     /// for a protocol that tells its clients otherwise (Mercure's `Last-Event-ID` response
     /// header).
@@ -458,6 +512,7 @@ impl std::fmt::Debug for Subscribe {
         f.debug_struct("Subscribe")
             .field("start", &self.start)
             .field("filter", &self.filter.is_some())
+            .field("interest", &self.interest)
             .field("no_gap_event", &self.no_gap_event)
             .finish()
     }

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use atomic_waker::AtomicWaker;
+use bytes::Bytes;
 
 use super::subscription::Counted;
-use super::topic::{Backlog, Entry, Topic};
+use super::topic::{Backlog, Entry, Ring, Topic};
 use crate::engine::{Output, Source};
 use crate::{CloseReason, Event, StreamError};
 
@@ -42,8 +43,8 @@ pub(super) trait Feed: Send + Sync {
     /// Whether the hub is closed: the subscriber ends once it has sent what its rings hold.
     fn is_closed(&self) -> bool;
 
-    /// The subscriber numbered `id` leaves `topics`.
-    fn leave(&self, topics: &[Joined], id: u64);
+    /// The subscriber numbered `id`, joined with `interest`, leaves `topics`.
+    fn leave(&self, topics: &[Joined], id: u64, interest: Option<&[Bytes]>);
 }
 
 /// How a subscriber writes an event of its `index`-th topic: as encoded, unless an engine
@@ -54,6 +55,16 @@ pub(super) trait Stamp: Send + Sync {
 
 /// Which events a subscription sends, by their tags ([`Subscribe::filter`](super::Subscribe::filter)).
 pub(super) type Filter = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
+/// Which events a subscription sends, and which wake it.
+#[derive(Clone, Default)]
+pub(super) struct Selection {
+    /// What it sends (its interest included).
+    pub(super) filter: Option<Filter>,
+    /// The keys an event's tag names for it to be woken by the event
+    /// ([`Subscribe::interest`](super::Subscribe::interest)); every event wakes it without.
+    pub(super) interest: Option<Arc<[Bytes]>>,
+}
 
 /// One topic of a subscription, and the key of the last event sent from it.
 pub(super) struct Joined {
@@ -78,6 +89,8 @@ pub(super) struct Subscriber {
     stamp: Option<Box<dyn Stamp>>,
     /// Sends only the events whose tags it accepts (the others are passed over).
     filter: Option<Filter>,
+    /// Woken only by the events whose tags name one of these keys.
+    interest: Option<Arc<[Bytes]>>,
     bounds: Bounds,
     /// The newest key when it subscribed: what it replays up to there is not held against its
     /// bounds (a client that comes back may be far behind).
@@ -97,7 +110,7 @@ impl Subscriber {
         live_from: u64,
         gap: Option<Event>,
         bounds: Bounds,
-        filter: Option<Filter>,
+        selection: Selection,
     ) -> Self {
         Self {
             feed,
@@ -107,7 +120,8 @@ impl Subscriber {
             gap: gap.map(Box::new),
             replay: VecDeque::new(),
             stamp: None,
-            filter,
+            filter: selection.filter,
+            interest: selection.interest,
             bounds,
             live_from,
             allowance: None,
@@ -141,16 +155,15 @@ impl Subscriber {
             allowance,
             stamp,
             filter,
+            interest,
             ..
         } = self;
+        let interest = interest.as_deref();
         let mut sent = 0;
         if let [joined] = topics.as_mut_slice() {
             // One topic: the whole read under one lock.
             let ring = joined.topic.read();
-            if ring.trimmed > joined.cursor {
-                // What it should send next is gone.
-                return Err(Lagged);
-            }
+            pass_trimmed(&ring, interest, &mut joined.cursor)?;
             if filter.is_none() {
                 note_backlog(
                     allowance,
@@ -174,11 +187,9 @@ impl Subscriber {
         let mut backlog = Backlog::default();
         let mut batch = Vec::new();
         let mut reach = settled;
-        for (index, joined) in topics.iter().enumerate() {
+        for (index, joined) in topics.iter_mut().enumerate() {
             let ring = joined.topic.read();
-            if ring.trimmed > joined.cursor {
-                return Err(Lagged);
-            }
+            pass_trimmed(&ring, interest, &mut joined.cursor)?;
             let unread = ring.backlog(joined.cursor.max(live_from));
             backlog.events += unread.events;
             backlog.bytes += unread.bytes;
@@ -210,6 +221,22 @@ impl Subscriber {
             sent += 1;
         }
         Ok(sent)
+    }
+}
+
+/// Checks `cursor` against what `ring` trimmed: when the event it should send next is gone,
+/// it has lagged, unless it has an `interest` that none of the events trimmed past it named
+/// (it was not woken for them, and moves past them).
+fn pass_trimmed(ring: &Ring, interest: Option<&[Bytes]>, cursor: &mut u64) -> Result<(), Lagged> {
+    if ring.trimmed <= *cursor {
+        return Ok(());
+    }
+    match interest {
+        Some(keys) if !ring.lost_any(keys, *cursor) => {
+            *cursor = ring.trimmed;
+            Ok(())
+        }
+        _ => Err(Lagged),
     }
 }
 
@@ -323,6 +350,7 @@ impl Source for Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        self.feed.leave(&self.topics, self.id);
+        self.feed
+            .leave(&self.topics, self.id, self.interest.as_deref());
     }
 }

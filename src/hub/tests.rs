@@ -708,3 +708,159 @@ async fn a_filtered_subscriber_is_not_ended_for_events_it_does_not_receive() {
     );
     assert!(!reader.ended);
 }
+
+/// Counts the wake-ups of the task it is the waker of.
+#[derive(Default)]
+struct WakeCount(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl WakeCount {
+    fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Polls `body` with `waker` until it is pending; the text of the frames it gave.
+fn poll_until_pending(
+    body: &mut std::pin::Pin<Box<dyn Body<Data = Bytes, Error = Infallible> + Send>>,
+    waker: &std::task::Waker,
+) -> String {
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut text = String::new();
+    while let std::task::Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) {
+        text.push_str(&String::from_utf8_lossy(
+            &frame.into_data().unwrap_or_default(),
+        ));
+    }
+    text
+}
+
+#[tokio::test]
+async fn an_interested_subscriber_is_woken_only_by_the_events_that_name_its_keys() {
+    let hub = Hub::memory();
+    let interested = hub
+        .subscribe_with(["t"], Subscribe::new().interest(["a", "c"]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let everything = hub
+        .subscribe(["t"], None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let (count, count_all) = (
+        Arc::new(WakeCount::default()),
+        Arc::new(WakeCount::default()),
+    );
+    let (waker, waker_all) = (
+        std::task::Waker::from(count.clone()),
+        std::task::Waker::from(count_all.clone()),
+    );
+    let mut body: std::pin::Pin<Box<dyn Body<Data = Bytes, Error = Infallible> + Send>> =
+        Box::pin(interested.into_http().into_body());
+    let mut body_all: std::pin::Pin<Box<dyn Body<Data = Bytes, Error = Infallible> + Send>> =
+        Box::pin(everything.into_http().into_body());
+    poll_until_pending(&mut body, &waker);
+    poll_until_pending(&mut body_all, &waker_all);
+    let tagged = |tag: &'static str| Publish::new().tag(tag);
+    let publish = |data: &'static str, tag: &'static str| {
+        hub.publish_with("t", Event::default().data(data), tagged(tag))
+    };
+    // Another key, no tag, a key only inside a line: not woken. (A publish wakes at once.)
+    publish("other", "b")
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    publish("untagged", "")
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    publish("inside", "xa\nay")
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert_eq!(count.get(), 0, "not woken by events it does not want");
+    assert_eq!(count_all.get(), 1, "a subscriber without interest is");
+    // One of its keys on any line of the tag: woken.
+    publish("mine", "x\nc\ny")
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    assert_eq!(count.get(), 1);
+    let text = poll_until_pending(&mut body, &waker);
+    assert!(text.contains("data: mine"), "{text}");
+    for other in ["data: other", "data: untagged", "data: inside"] {
+        assert!(!text.contains(other), "{text}");
+    }
+    let text_all = poll_until_pending(&mut body_all, &waker_all);
+    assert_eq!(text_all.matches("data: ").count(), 4, "{text_all}");
+}
+
+#[tokio::test]
+async fn an_interested_subscriber_moves_past_trims_of_others_and_lags_at_its_own() {
+    let hub = Hub::builder().history(4, usize::MAX).build();
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let layer = SseLayer::new().no_retry().on_close({
+        let closes = closes.clone();
+        move |info| {
+            closes
+                .lock()
+                .map(|mut c| c.push(info.reason))
+                .unwrap_or_default()
+        }
+    });
+    let subscribe = |topics: &'static [&'static str], options: Subscribe| {
+        let (hub, layer) = (hub.clone(), layer.clone());
+        async move {
+            let subscription = hub
+                .subscribe_with(topics.iter().copied(), options)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")); // ok: test
+            through(layer, subscription).await
+        }
+    };
+    let mut interested = subscribe(&["t"], Subscribe::new().interest(["a"])).await;
+    let mut two_topics = subscribe(&["t", "u"], Subscribe::new().interest(["a"])).await;
+    // A filter alone cannot tell what was trimmed: it ends at the first trim past it.
+    let mut filtered = subscribe(&["t"], Subscribe::new().filter(|tag| tag == b"a")).await;
+    let publish = |topic: &'static str, data: String, tag: &'static str| {
+        let hub = hub.clone();
+        async move {
+            hub.publish_with(topic, Event::default().data(data), Publish::new().tag(tag))
+                .await
+                .unwrap_or_else(|e| panic!("{e}")) // ok: test
+        }
+    };
+    publish("t", "a1".into(), "a").await;
+    interested.until("data: a1").await;
+    two_topics.until("data: a1").await;
+    filtered.until("data: a1").await;
+    // Ten events for others, more than the history holds, while the three wait.
+    for n in 0..10 {
+        publish("t", format!("b{n}"), "b").await;
+    }
+    publish("u", "a2".into(), "a").await;
+    publish("t", "a3".into(), "a").await;
+    assert!(interested.until("data: a3").await.contains("data: a3"));
+    assert!(!interested.ended);
+    let text = two_topics.until("data: a3").await;
+    assert!(
+        text.contains("data: a2\n") && text.contains("data: a3"),
+        "{text}"
+    );
+    assert!(!two_topics.ended);
+    filtered.until("\u{0}never").await;
+    assert!(filtered.ended, "a filtered subscriber lags at the trim");
+    // An event it wants, trimmed before it was read: it lags, and never skips it silently.
+    publish("t", "a4".into(), "a").await;
+    for n in 10..20 {
+        publish("t", format!("b{n}"), "b").await;
+    }
+    let text = interested.until("\u{0}never").await.to_owned();
+    assert!(interested.ended && !text.contains("data: a4"), "{text}");
+    let text = two_topics.until("\u{0}never").await.to_owned();
+    assert!(two_topics.ended && !text.contains("data: a4"), "{text}");
+    assert_eq!(
+        closes.lock().map(|c| c.clone()).unwrap_or_default(),
+        [CloseReason::Lagged; 3]
+    );
+}

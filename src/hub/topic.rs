@@ -6,6 +6,13 @@
 //! A publish holds the ring's lock only to append (and trim); subscribers read it under a
 //! shared lock, and each topic has its own, so topics never contend. Wakers are taken under a
 //! shared lock and woken after it is released.
+//!
+//! A subscriber with an [interest](super::Subscribe::interest) is woken only by the events
+//! whose tag names one of its keys: a topic shared by many subscribers of distinct interests
+//! (a Mercure hub's one topic, each subscriber after its own resources) costs a publish only
+//! the subscribers it concerns. One that is not woken keeps its cursor behind; the ring keeps,
+//! for each key of interest, the last event trimmed that named it, so that such a subscriber
+//! moves past a trim of events it never wanted, and ends as lagged at the trim of one it did.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -70,6 +77,15 @@ impl Entry {
         self.marks.as_ref().map_or(&[], |marks| &marks.tag)
     }
 
+    /// Its tag, if it has one (shared, not copied).
+    #[cfg(feature = "redis")]
+    pub(super) fn tag_bytes(&self) -> Option<Bytes> {
+        self.marks
+            .as_ref()
+            .map(|marks| marks.tag.clone())
+            .filter(|tag| !tag.is_empty())
+    }
+
     /// Whether its id is the one its publisher kept.
     pub(super) fn is_kept(&self) -> bool {
         self.marks.as_ref().is_some_and(|marks| marks.kept)
@@ -104,8 +120,37 @@ pub(super) struct RingBounds {
 /// One topic.
 pub(super) struct Topic {
     ring: RwLock<Ring>,
-    /// The wakers of its subscribers, by subscriber number.
-    waiters: RwLock<HashMap<u64, Arc<AtomicWaker>>>,
+    waiters: RwLock<Waiters>,
+}
+
+/// The wakers of a topic's subscribers, by subscriber number.
+#[derive(Default)]
+struct Waiters {
+    /// Woken by every event.
+    all: HashMap<u64, Arc<AtomicWaker>>,
+    /// Woken only by the events whose tag names the key ([`names_any`]).
+    by_key: HashMap<Bytes, HashMap<u64, Arc<AtomicWaker>>>,
+}
+
+impl Waiters {
+    fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.by_key.is_empty()
+    }
+}
+
+/// Whether `tag` names one of `keys`: one of its lines (split at line feeds) is a key.
+pub(super) fn names_any(tag: &[u8], keys: &[Bytes]) -> bool {
+    tag.split(|&byte| byte == b'\n')
+        .any(|line| keys.iter().any(|key| key == line))
+}
+
+/// A key some subscribers of a ring are interested in.
+#[derive(Debug)]
+struct Interest {
+    subscribers: usize,
+    /// The key of the last event trimmed that named it (or, for a key registered since,
+    /// the ring's `trimmed` then: what was trimmed before is not known).
+    lost: u64,
 }
 
 /// A topic's retained events, in key order.
@@ -122,6 +167,8 @@ pub(super) struct Ring {
     total: u64,
     /// Taken out of the hub's map: a publisher or subscriber holding it looks it up again.
     pub(super) removed: bool,
+    /// The keys its subscribers are interested in.
+    interest: HashMap<Bytes, Interest>,
 }
 
 /// A subscriber's unread events in one ring: how many, and how many bytes.
@@ -142,8 +189,9 @@ impl Topic {
                 last: forgotten,
                 total: 0,
                 removed: false,
+                interest: HashMap::new(),
             }),
-            waiters: RwLock::new(HashMap::new()),
+            waiters: RwLock::new(Waiters::default()),
         }
     }
 
@@ -160,76 +208,135 @@ impl Topic {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers the waker of the subscriber numbered `id`.
-    pub(super) fn add_waiter(&self, id: u64, waiter: Arc<AtomicWaker>) {
-        let mut waiters = self
-            .waiters
+    fn lock_waiters(&self) -> RwLockWriteGuard<'_, Waiters> {
+        self.waiters
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        waiters.insert(id, waiter);
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Removes the subscriber numbered `id`; whether any subscriber is left.
-    pub(super) fn remove_waiter(&self, id: u64) -> bool {
-        let mut waiters = self
-            .waiters
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        waiters.remove(&id);
+    fn read_waiters(&self) -> RwLockReadGuard<'_, Waiters> {
+        self.waiters
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers the waker of the subscriber numbered `id` (with `ring`, this topic's ring,
+    /// locked): woken by every event, or, with an `interest`, by those that name one of its
+    /// keys.
+    pub(super) fn add_waiter(
+        &self,
+        ring: &mut Ring,
+        id: u64,
+        waiter: Arc<AtomicWaker>,
+        interest: Option<&[Bytes]>,
+    ) {
+        let mut waiters = self.lock_waiters();
+        let Some(keys) = interest else {
+            waiters.all.insert(id, waiter);
+            return;
+        };
+        for key in keys {
+            let trimmed = ring.trimmed;
+            ring.interest
+                .entry(key.clone())
+                .or_insert(Interest {
+                    subscribers: 0,
+                    lost: trimmed,
+                })
+                .subscribers += 1;
+            waiters
+                .by_key
+                .entry(key.clone())
+                .or_default()
+                .insert(id, waiter.clone());
+        }
+    }
+
+    /// Removes the subscriber numbered `id`, registered with `interest`; whether any
+    /// subscriber is left.
+    pub(super) fn remove_waiter(&self, id: u64, interest: Option<&[Bytes]>) -> bool {
+        let Some(keys) = interest else {
+            let mut waiters = self.lock_waiters();
+            waiters.all.remove(&id);
+            return !waiters.is_empty();
+        };
+        let mut ring = self.write();
+        let mut waiters = self.lock_waiters();
+        for key in keys {
+            if let Some(interest) = ring.interest.get_mut(key) {
+                interest.subscribers -= 1;
+                if interest.subscribers == 0 {
+                    ring.interest.remove(key);
+                }
+            }
+            if let Some(interested) = waiters.by_key.get_mut(key) {
+                interested.remove(&id);
+                if interested.is_empty() {
+                    waiters.by_key.remove(key);
+                }
+            }
+        }
         !waiters.is_empty()
     }
 
     /// Whether the topic has subscribers.
     pub(super) fn has_waiters(&self) -> bool {
-        let waiters = self
-            .waiters
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        !waiters.is_empty()
+        !self.read_waiters().is_empty()
     }
 
-    /// Wakes every subscriber waiting for an event: the wakers are taken under the shared lock
-    /// and woken once it is released, into a buffer each thread keeps.
+    /// Wakes every subscriber waiting for an event (the hub closes, the ring was cut).
     pub(super) fn wake_all(&self) {
+        self.wake(|waiters, wakers| {
+            wakers.reserve(waiters.all.len());
+            wakers.extend(waiters.all.values().filter_map(|waiter| waiter.take()));
+            for interested in waiters.by_key.values() {
+                wakers.extend(interested.values().filter_map(|waiter| waiter.take()));
+            }
+        });
+    }
+
+    /// Wakes the subscribers of the events tagged `tags`, just appended: every subscriber
+    /// without an interest, and those whose interest one of the tags names.
+    pub(super) fn wake_for<'a>(&self, tags: impl Iterator<Item = &'a [u8]> + Clone) {
+        self.wake(|waiters, wakers| {
+            // Room for all at once: the buffer keeps it for the next publish.
+            wakers.reserve(waiters.all.len());
+            wakers.extend(waiters.all.values().filter_map(|waiter| waiter.take()));
+            if waiters.by_key.is_empty() {
+                return;
+            }
+            for line in tags
+                .clone()
+                .flat_map(|tag| tag.split(|&byte| byte == b'\n'))
+            {
+                if let Some(interested) = waiters.by_key.get(line) {
+                    wakers.extend(interested.values().filter_map(|waiter| waiter.take()));
+                }
+            }
+        });
+    }
+
+    /// Takes the wakers `take` picks under the shared lock and wakes them once it is
+    /// released, from a buffer each thread keeps.
+    fn wake(&self, take: impl Fn(&Waiters, &mut Vec<Waker>)) {
         thread_local! {
             static WAKERS: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
         }
         WAKERS.with(|wakers| {
             // A waker that wakes a task publishing on this thread would find the buffer
-            // borrowed: it then wakes directly.
+            // borrowed: it then takes a buffer of its own.
             let Ok(mut wakers) = wakers.try_borrow_mut() else {
-                self.wake_in_place();
+                let mut own = Vec::new();
+                take(&self.read_waiters(), &mut own);
+                own.into_iter().for_each(Waker::wake);
                 return;
             };
-            {
-                let waiters = self
-                    .waiters
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                wakers.reserve(waiters.len());
-                wakers.extend(waiters.values().filter_map(|waiter| waiter.take()));
-            }
+            take(&self.read_waiters(), &mut wakers);
             // The buffer keeps its capacity: the topic's next publish wakes as many.
             for waker in wakers.drain(..) {
                 waker.wake();
             }
         });
-    }
-
-    fn wake_in_place(&self) {
-        let wakers: Vec<Waker> = {
-            let waiters = self
-                .waiters
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            waiters
-                .values()
-                .filter_map(|waiter| waiter.take())
-                .collect()
-        };
-        for waker in wakers {
-            waker.wake();
-        }
     }
 }
 
@@ -256,8 +363,26 @@ impl Ring {
             };
             self.bytes -= removed.weight();
             self.trimmed = removed.key;
+            if !self.interest.is_empty() {
+                for line in removed.tag().split(|&byte| byte == b'\n') {
+                    if let Some(interest) = self.interest.get_mut(line) {
+                        interest.lost = removed.key;
+                    }
+                }
+            }
         }
         self.bytes as isize - before as isize
+    }
+
+    /// Whether a subscriber interested in `keys` (registered with this ring), whose cursor is
+    /// `cursor`, lost an event it wanted to a trim: if not, it moves past what was trimmed.
+    pub(super) fn lost_any(&self, keys: &[Bytes], cursor: u64) -> bool {
+        keys.iter().any(|key| {
+            self.interest
+                .get(key)
+                .map_or(self.trimmed, |interest| interest.lost)
+                > cursor
+        })
     }
 
     /// Drops everything retained and moves the ring on to `key` (above every key here): every
@@ -270,6 +395,9 @@ impl Ring {
         self.bytes = 0;
         self.trimmed = key;
         self.last = key;
+        for interest in self.interest.values_mut() {
+            interest.lost = key;
+        }
     }
 
     /// Whether nothing is retained.

@@ -146,6 +146,12 @@ impl Matcher {
         }
     }
 
+    /// The one topic this matcher names, when it names only one (an exact matcher, or a
+    /// selector that is no template): a hub can then index its subscriber by that topic.
+    pub fn exact_topic(&self) -> Option<&str> {
+        matches!(self.how, How::Exact).then_some(self.pattern.as_str())
+    }
+
     /// The kind of matcher.
     pub fn match_type(&self) -> MatchType {
         self.kind

@@ -433,9 +433,18 @@ impl Inner {
             Subscribe::new().after_kept(last.clone())
         };
         let filter = (query.clone(), grants.clone());
-        let options = options
+        let mut options = options
             .without_gap_event()
             .filter(move |tag| tag::admits(tag, &filter.0, &filter.1));
+        // A subscriber of exact topics is woken only by their updates, not by every update of
+        // the hub (whose topics it would pass over, one by one).
+        if let Some(topics) = query.exact_topics() {
+            let keys: Vec<Bytes> = topics
+                .into_iter()
+                .map(|topic| Bytes::copy_from_slice(topic.as_bytes()))
+                .collect();
+            options = options.interest(keys);
+        }
         let subscription = match self.hub.subscribe_with([&self.topic], options).await {
             Ok(subscription) => subscription,
             Err(error) => return hub_error(error),

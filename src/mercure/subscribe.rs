@@ -124,6 +124,12 @@ impl SubscribeQuery {
         &self.matchers
     }
 
+    /// The topics the subscription names, when each of its matchers names one topic
+    /// ([`Matcher::exact_topic`]): it receives only updates on them.
+    pub fn exact_topics(&self) -> Option<Vec<&str>> {
+        self.matchers.iter().map(Matcher::exact_topic).collect()
+    }
+
     /// Whether any matcher names any of `topics` (an update's canonical and alternate topics).
     pub fn matches_any<'a>(&self, topics: impl IntoIterator<Item = &'a str> + Clone) -> bool {
         self.matchers.iter().any(|matcher| {

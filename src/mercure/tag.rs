@@ -3,9 +3,11 @@
 //! publish; each subscriber reads it for every update, on replay and live.
 //!
 //! The tag is one byte (`p` private, `-` public, `s` a subscription event the hub itself
-//! published, private too), then the topics, each ended by a line feed (topics hold no control
-//! character, so none holds one). Only the hub writes `s`: whatever topic a publisher names,
-//! its update is never taken for a subscription event.
+//! published, private too) and a tab, then the topics, each on a line of its own (topics hold
+//! no control character, so none holds a line feed, and none is the first line). Only the hub
+//! writes `s`: whatever topic a publisher names, its update is never taken for a subscription
+//! event. The topics' lines are what a subscriber's [interest](crate::hub::Subscribe::interest)
+//! names: a subscriber of exact topics is woken only by their updates.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -15,6 +17,14 @@ use super::token::Grants;
 const PRIVATE: u8 = b'p';
 const PUBLIC: u8 = b'-';
 const SUBSCRIPTION: u8 = b's';
+/// Ends the kind's line: a control character, so that no topic is that line.
+const KIND_END: &[u8] = b"\t\n";
+
+/// The kind and the topics' lines of a tag.
+fn split(tag: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = tag.split_first()?;
+    Some((kind, rest.strip_prefix(KIND_END)?))
+}
 
 /// The tag of an update on `topics`.
 pub(super) fn encode<'a>(private: bool, topics: impl IntoIterator<Item = &'a str>) -> Bytes {
@@ -29,6 +39,7 @@ pub(super) fn subscription_event(topic: &str) -> Bytes {
 fn tagged<'a>(kind: u8, topics: impl IntoIterator<Item = &'a str>) -> Bytes {
     let mut tag = BytesMut::with_capacity(64);
     tag.put_u8(kind);
+    tag.put_slice(KIND_END);
     for topic in topics {
         tag.put_slice(topic.as_bytes());
         tag.put_u8(b'\n');
@@ -41,7 +52,7 @@ fn tagged<'a>(kind: u8, topics: impl IntoIterator<Item = &'a str>) -> Bytes {
 /// private, one of its topics is granted. What is not a Mercure tag (an event another client of
 /// the hub published) is not sent.
 pub(super) fn admits(tag: &[u8], query: &SubscribeQuery, grants: &Grants) -> bool {
-    let Some((&visibility, topics)) = tag.split_first() else {
+    let Some((visibility, topics)) = split(tag) else {
         return false;
     };
     let topics = topics
@@ -66,8 +77,8 @@ pub(super) fn is_subscription_event(tag: &[u8]) -> bool {
 /// The topics of a tag.
 #[cfg(test)]
 pub(super) fn topics(tag: &[u8]) -> Vec<String> {
-    tag.get(1..)
-        .unwrap_or_default()
+    split(tag)
+        .map_or(&[][..], |(_, topics)| topics)
         .split(|&b| b == b'\n')
         .filter(|topic| !topic.is_empty())
         .map(|topic| String::from_utf8_lossy(topic).into_owned())
@@ -116,6 +127,11 @@ mod tests {
             &query("match=*"),
             &anonymous
         ));
+        // The topics are the tag's lines that an interest names; the kind's line is none.
+        assert_eq!(&public[..2], b"-\t");
+        let lines: Vec<&[u8]> = public.split(|&b| b == b'\n').collect();
+        assert!(lines.contains(&&b"https://example.com/a"[..]));
+        assert!(!lines.contains(&&b"-"[..]));
         // Only the hub's own subscription events are taken for one, whatever the topic.
         let forged = encode(true, ["/.well-known/mercure/subscriptions/../../x"]);
         assert!(!is_subscription_event(&forged));

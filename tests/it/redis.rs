@@ -20,7 +20,7 @@ use support::redis_server::RedisServer;
 use support::whatwg::{self, Dispatched};
 use tokio::time::Instant;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_sse::hub::{GapReason, Hub, HubError, Redis, Resume, Subscribe, Subscription};
+use tower_sse::hub::{GapReason, Hub, HubError, Publish, Redis, Resume, Subscribe, Subscription};
 use tower_sse::{Event, LastEventId, SseLayer};
 
 /// A hub on `server`.
@@ -621,6 +621,10 @@ async fn a_reader_behind_a_trim_ends_its_subscribers_as_lagged_and_their_resume_
         // A filtered subscriber (woken only for what its filter takes) ends the same way.
         let filtered = hub.subscribe_with(["t"], Subscribe::new().filter(|_| true));
         let mut filtered = Reader::of(filtered.await.unwrap_or_else(|e| panic!("{e}"))); // ok: test
+                                                                                         // A subscriber with an interest (woken only for the events that name its keys) too:
+                                                                                         // what was gone at the source may have named them.
+        let interested = hub.subscribe_with(["t"], Subscribe::new().interest(["x"]));
+        let mut interested = Reader::of(interested.await.unwrap_or_else(|e| panic!("{e}"))); // ok: test
         let before = publish(&hub, "t", "before").await;
         for reader in [&mut reader, &mut filtered] {
             assert_eq!(
@@ -629,6 +633,11 @@ async fn a_reader_behind_a_trim_ends_its_subscribers_as_lagged_and_their_resume_
             );
         }
         let ids = burst(&mut connection, away, 50, kept).await;
+        interested.until(Duration::from_secs(10), |_| false).await;
+        assert!(
+            interested.ended && interested.events.is_empty(),
+            "away {away}"
+        );
         for reader in [&mut reader, &mut filtered] {
             reader.until(Duration::from_secs(10), |_| false).await;
             assert!(reader.ended, "away {away}: the stream goes on past a trim");
@@ -914,5 +923,51 @@ async fn a_node_holds_two_connections_for_ten_thousand_subscribers_on_a_hundred_
     assert!(
         clients(&mut connection).await <= 1,
         "the reader's connection is released"
+    );
+}
+
+#[tokio::test]
+async fn an_interested_subscriber_on_another_node_passes_trims_of_others_and_lags_at_its_own() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // Each node's rings hold 5 events.
+    let (a, b) = (hub_on(&server, 5), hub_on(&server, 5));
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let interested = b.subscribe_with(["t"], Subscribe::new().interest(["x"]));
+    let mut interested = Reader::of(interested.await.unwrap_or_else(|e| panic!("{e}"))); // ok: test
+    let tagged = |data: String, tag: &'static str| {
+        let a = a.clone();
+        async move {
+            a.publish_with("t", Event::default().data(data), Publish::new().tag(tag))
+                .await
+                .unwrap_or_else(|e| panic!("{e}")) // ok: test
+        }
+    };
+    tagged("x1".into(), "x").await;
+    assert_eq!(interested.events_until(1).await.data(), ["x1"]);
+    // Twenty for others, more than the ring holds, while it waits: passed over.
+    for n in 0..20 {
+        tagged(format!("y{n}"), "y").await;
+    }
+    tagged("x2".into(), "x").await;
+    assert_eq!(interested.events_until(2).await.data(), ["x1", "x2"]);
+    assert!(!interested.ended);
+    // One of its own trimmed from the ring before it was read: it lags.
+    tagged("x3".into(), "x").await;
+    for n in 20..40 {
+        tagged(format!("y{n}"), "y").await;
+    }
+    // The last one is in b's ring once a subscriber of everything there has it.
+    let mut all = Reader::of(subscribe(&b, &["t"], None).await);
+    tagged("y-last".into(), "y").await;
+    all.events_until(1).await;
+    interested.until(Duration::from_secs(10), |_| false).await;
+    assert!(interested.ended, "it lags");
+    assert_eq!(
+        interested.data(),
+        ["x1", "x2"],
+        "and skips nothing silently"
     );
 }

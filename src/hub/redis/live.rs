@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use atomic_waker::AtomicWaker;
+use bytes::Bytes;
 
 use super::entry_id::EntryId;
 use super::item::Parsed;
@@ -63,7 +64,8 @@ impl Node {
         if batch.is_empty() {
             return;
         }
-        let mut woken: Vec<Arc<Topic>> = Vec::new();
+        // Each topic appended to, with the tags of what was appended.
+        let mut woken: Vec<(Arc<Topic>, Vec<Bytes>)> = Vec::new();
         {
             let mut key = self.keys();
             for (live, parsed) in batch {
@@ -81,21 +83,27 @@ impl Node {
                     continue;
                 }
                 *key += 1;
-                ring.push(item.into_entry(*key), self.bounds);
+                let entry = item.into_entry(*key);
+                let tag = entry.tag_bytes();
+                ring.push(entry, self.bounds);
                 drop(ring);
-                if !woken
-                    .last()
-                    .is_some_and(|last| Arc::ptr_eq(last, &live.topic))
-                {
-                    woken.push(live.topic.clone());
+                match woken.last_mut() {
+                    Some((last, tags)) if Arc::ptr_eq(last, &live.topic) => tags.extend(tag),
+                    _ => woken.push((live.topic.clone(), tag.into_iter().collect())),
                 }
             }
             self.settled.store(*key, Ordering::Release);
         }
-        woken.sort_unstable_by_key(Arc::as_ptr);
-        woken.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        for topic in woken {
-            topic.wake_all();
+        woken.sort_by_key(|(topic, _)| Arc::as_ptr(topic));
+        woken.dedup_by(|later, first| {
+            let same = Arc::ptr_eq(&later.0, &first.0);
+            if same {
+                first.1.append(&mut later.1);
+            }
+            same
+        });
+        for (topic, tags) in woken {
+            topic.wake_for(tags.iter().map(|tag| &tag[..]));
         }
     }
 
@@ -212,15 +220,15 @@ impl LiveTopics {
             .collect()
     }
 
-    /// Registers the waker of the subscriber numbered `id` on `name` (stream `key`), made live
-    /// if it is not.
+    /// Registers the waker of the subscriber numbered `id` (with its `interest`) on `name`
+    /// (stream `key`), made live if it is not.
     pub(super) fn enter(
         &self,
         node: &Node,
-        name: &Arc<str>,
-        key: &str,
+        (name, key): (&Arc<str>, &str),
         id: u64,
         waiter: Arc<AtomicWaker>,
+        interest: Option<&[Bytes]>,
     ) -> Result<Arc<Live>, HubError> {
         loop {
             if node.is_closed() {
@@ -240,12 +248,14 @@ impl LiveTopics {
                     })
                     .clone(),
             };
-            let ring = live.topic.read();
+            let mut ring = live.topic.write();
             if ring.removed {
                 continue;
             }
-            // Registered under the ring's lock: the topic is not removed meanwhile.
-            live.topic.add_waiter(id, waiter.clone());
+            // Registered under the ring's lock: the topic is not removed meanwhile, and an
+            // interest counts from here.
+            live.topic
+                .add_waiter(&mut ring, id, waiter.clone(), interest);
             drop(ring);
             return Ok(live);
         }
@@ -253,8 +263,14 @@ impl LiveTopics {
 
     /// The subscriber numbered `id` leaves `topic`; a topic left without subscribers is no
     /// longer live here.
-    pub(super) fn leave(&self, name: &str, topic: &Arc<Topic>, id: u64) {
-        if topic.remove_waiter(id) {
+    pub(super) fn leave(
+        &self,
+        name: &str,
+        topic: &Arc<Topic>,
+        id: u64,
+        interest: Option<&[Bytes]>,
+    ) {
+        if topic.remove_waiter(id, interest) {
             return;
         }
         let mut map = self.write();

@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
+use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use self::commands::Commands;
@@ -274,19 +275,25 @@ impl RedisBackend {
         self.check_open()?;
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
         let waiter = Arc::new(AtomicWaker::new());
+        let selection = options.selection();
         // Left again if anything below fails.
         let mut joining = Joining {
             backend: self,
             topics: Vec::with_capacity(topics.len()),
             id,
+            interest: selection.interest.clone(),
         };
         // Per topic, the entry id its ring cursor starts after: the replay reaches that far.
         let mut seams = Vec::with_capacity(topics.len());
         for name in &topics {
             let shard = self.shard(name);
-            let live = shard
-                .live
-                .enter(&self.node, name, &self.key(name), id, waiter.clone())?;
+            let live = shard.live.enter(
+                &self.node,
+                (name, &self.key(name)),
+                id,
+                waiter.clone(),
+                selection.interest.as_deref(),
+            )?;
             joining.topics.push(Joined {
                 name: name.clone(),
                 topic: live.topic.clone(),
@@ -340,7 +347,7 @@ impl RedisBackend {
         let replay: VecDeque<(usize, Entry)> = replay
             .into_iter()
             .map(|(index, item)| (index, item.into_entry(0)))
-            .filter(|(_, entry)| accepts(&options.filter, entry))
+            .filter(|(_, entry)| accepts(&selection.filter, entry))
             .collect();
         let resume = Resume::of(gap, requested_any, replay.len());
         let gap = options.gap_event(&self.config, gap);
@@ -354,8 +361,7 @@ impl RedisBackend {
         let feed: Arc<dyn Feed> = self.clone();
         let bounds = self.config.queue_bounds();
         // Everything in the rings after the cursors is live: counted against the bounds.
-        let filter = options.filter.clone();
-        let source = Subscriber::new(feed, joined, (id, waiter), 0, gap, bounds, filter)
+        let source = Subscriber::new(feed, joined, (id, waiter), 0, gap, bounds, selection)
             .with_replay(replay, stamp);
         Ok((Box::pin(source), resume))
     }
@@ -396,7 +402,8 @@ impl RedisBackend {
             .commands
             .find_kept(&self.key(topic), id, within)
             .await?;
-        let readable = |tag: &[u8]| match &options.filter {
+        let filter = options.selection().filter;
+        let readable = |tag: &[u8]| match &filter {
             Some(filter) => filter(tag),
             None => true,
         };
@@ -502,11 +509,11 @@ impl Feed for RedisBackend {
         self.node.is_closed()
     }
 
-    fn leave(&self, topics: &[Joined], id: u64) {
+    fn leave(&self, topics: &[Joined], id: u64, interest: Option<&[Bytes]>) {
         for joined in topics {
             self.shard(&joined.name)
                 .live
-                .leave(&joined.name, &joined.topic, id);
+                .leave(&joined.name, &joined.topic, id, interest);
         }
     }
 }
@@ -517,11 +524,13 @@ struct Joining<'a> {
     backend: &'a RedisBackend,
     topics: Vec<Joined>,
     id: u64,
+    interest: Option<Arc<[Bytes]>>,
 }
 
 impl Drop for Joining<'_> {
     fn drop(&mut self) {
-        self.backend.leave(&self.topics, self.id);
+        self.backend
+            .leave(&self.topics, self.id, self.interest.as_deref());
     }
 }
 
