@@ -231,13 +231,11 @@ impl Memory {
         for name in names {
             loop {
                 let topic = self.topic(&name);
-                let mut ring = topic.write();
-                if ring.removed {
+                // Registered under the ring's lock: the topic is not removed meanwhile.
+                let Some(ring) = topic.join(id, waiter.clone(), selection.interest.as_deref())
+                else {
                     continue;
-                }
-                // Registered under the ring's lock: the topic is not removed meanwhile, and an
-                // interest counts from here.
-                topic.add_waiter(&mut ring, id, waiter.clone(), selection.interest.as_deref());
+                };
                 let cursor = match after {
                     // Live from now: every event numbered up to `newest` is in the ring (a topic
                     // made anew may count more as forgotten).

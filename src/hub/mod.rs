@@ -438,9 +438,15 @@ impl Subscribe {
     /// lines, split at line feeds, is a key), on replay and live, and with the
     /// [filter](Self::filter)'s consent if there is one; a publish wakes the subscription only
     /// for those. Where many subscribers of one topic each want a few of its events (a
-    /// resource each), a publish then costs only the subscribers it concerns, not all of them.
-    /// As with a filter, the other events are passed over: the subscription ends as lagged
-    /// only once an event naming one of its keys left the history before it was sent.
+    /// resource each), a publish then costs only the subscribers it concerns, not all of them:
+    /// each ring indexes the events that name a key someone is interested in, and a
+    /// subscription of one topic reads its own from there (events retained from before anyone
+    /// was interested in its keys, on a resume, and subscriptions of several topics are read
+    /// one by one). The other events are passed over: the subscription ends as lagged when an
+    /// event naming one of its keys left the history before it was sent (whether or not its
+    /// filter would have taken it), or when the engine lost its events at the source (a Redis
+    /// trim while its reader was away), never because of anyone else's. A key that is empty or
+    /// holds a line feed names nothing.
     ///
     /// ```
     /// # async fn run() -> Result<(), tower_sse::hub::HubError> {
@@ -464,7 +470,12 @@ impl Subscribe {
         I: IntoIterator<Item = K>,
         K: Into<Bytes>,
     {
-        self.interest = Some(keys.into_iter().map(Into::into).collect());
+        // A key that is empty or holds a line feed is never a line of a tag.
+        let keys = keys
+            .into_iter()
+            .map(Into::into)
+            .filter(|key: &Bytes| !key.is_empty() && !key.contains(&b'\n'));
+        self.interest = Some(keys.collect());
         self
     }
 

@@ -143,10 +143,11 @@ impl Subscriber {
     }
 
     /// Sends what its rings hold after its cursors and up to `settled`, in key order, until
-    /// `out` is full: a single topic's straight from its ring, several topics' merged from a
-    /// batch of each (sent no further than the first batch that stops short reaches, so the
-    /// merge never skips what a ring still holds). How many it read (sent, or passed over by
-    /// its filter), or `Err` when it must end as lagged.
+    /// `out` is full: a single topic's straight from its ring (with an interest, from the
+    /// ring's index of its keys, once that reaches back to its cursor), several topics' merged
+    /// from a batch of each (sent no further than the first batch that stops short reaches, so
+    /// the merge never skips what a ring still holds). How many it read (sent, or passed over
+    /// by its filter), or `Err` when it must end as lagged.
     fn send(&mut self, settled: u64, out: &mut Output<'_>) -> Result<usize, Lagged> {
         let bounds = self.bounds;
         let live_from = self.live_from;
@@ -170,6 +171,33 @@ impl Subscriber {
                     bounds,
                     ring.backlog(joined.cursor.max(live_from)),
                 );
+            }
+            if let Some(keys) = interest {
+                // Its own events straight from the ring's index, once it reaches back to the
+                // cursor: everyone else's are passed over at once.
+                while !out.is_full() {
+                    match ring.next_named(keys, joined.cursor, settled) {
+                        None => break,
+                        Some(None) => {
+                            joined.cursor = joined.cursor.max(settled.min(ring.last));
+                            return Ok(sent);
+                        }
+                        Some(Some(key)) => {
+                            // Indexed events are retained until trimmed, which the index
+                            // follows: one missing would be an event skipped.
+                            let entry = ring.get(key).ok_or(Lagged)?;
+                            if accepts(filter, entry) {
+                                spend(allowance, bounds, live_from, entry)?;
+                                write(stamp, 0, entry, out);
+                            }
+                            joined.cursor = key;
+                            sent += 1;
+                        }
+                    }
+                }
+                if out.is_full() {
+                    return Ok(sent);
+                }
             }
             for entry in ring.range(joined.cursor, settled) {
                 if out.is_full() {

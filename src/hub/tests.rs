@@ -374,7 +374,7 @@ async fn read_events(reader: &mut Reader, leave_after: Option<usize>) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_is_exact_while_a_publisher_publishes_at_full_rate() {
+async fn resume_is_exact_while_a_publisher_publishes_at_full_rate_with_and_without_interest() {
     const EVENTS: u64 = 1_000;
     const SUBSCRIBERS: u64 = 2_000;
     let hub = Hub::builder()
@@ -386,7 +386,10 @@ async fn resume_is_exact_while_a_publisher_publishes_at_full_rate() {
         let (hub, published) = (hub.clone(), published.clone());
         async move {
             for n in 0..EVENTS {
-                let id = publish(&hub, "t", &n.to_string()).await;
+                // Tagged for the subscribers with an interest in it.
+                let event = Event::default().data(n.to_string());
+                let id = hub.publish_with("t", event, Publish::new().tag("k")).await;
+                let id = id.unwrap_or_else(|e| panic!("{e}")); // ok: test
                 if let Ok(mut published) = published.lock() {
                     published.push(id);
                 }
@@ -394,9 +397,21 @@ async fn resume_is_exact_while_a_publisher_publishes_at_full_rate() {
                     tokio::task::yield_now().await;
                 }
             }
-            publish(&hub, "t", "end").await
+            let end = Event::default().data("end");
+            let end = hub.publish_with("t", end, Publish::new().tag("k")).await;
+            end.unwrap_or_else(|e| panic!("{e}")) // ok: test
         }
     });
+    // Every other subscriber reads through an interest: from the ring's index, or one by one
+    // where the index does not reach back to its position.
+    let options = |k: u64, last_id: Option<&str>| {
+        let options = Subscribe::new().after(last_id.and_then(last));
+        if k % 2 == 1 {
+            options.interest(["k"])
+        } else {
+            options
+        }
+    };
     let mut subscribers = Vec::new();
     for k in 0..SUBSCRIBERS {
         let (hub, published) = (hub.clone(), published.clone());
@@ -414,7 +429,7 @@ async fn resume_is_exact_while_a_publisher_publishes_at_full_rate() {
             // Leave and come back (as EventSource does) up to twice, resuming after the last id.
             for round in 0..3 {
                 let subscription = hub
-                    .subscribe(["t"], last_id.as_deref().and_then(last))
+                    .subscribe_with(["t"], options(k, last_id.as_deref()))
                     .await;
                 let subscription = subscription.unwrap_or_else(|e| panic!("{e}")); // ok: test
                 let mut reader = Reader::of(subscription);
@@ -428,7 +443,7 @@ async fn resume_is_exact_while_a_publisher_publishes_at_full_rate() {
                 }
             }
             let mut reader = Reader::of(
-                hub.subscribe(["t"], last_id.as_deref().and_then(last))
+                hub.subscribe_with(["t"], options(k, last_id.as_deref()))
                     .await
                     .unwrap_or_else(|e| panic!("{e}")), // ok: test
             );
@@ -863,4 +878,63 @@ async fn an_interested_subscriber_moves_past_trims_of_others_and_lags_at_its_own
         closes.lock().map(|c| c.clone()).unwrap_or_default(),
         [CloseReason::Lagged; 3]
     );
+}
+
+#[tokio::test]
+async fn an_interested_subscriber_resumes_and_reads_long_runs_of_its_own_in_order() {
+    let hub = Hub::builder().history(10_000, usize::MAX).build();
+    let publish = |data: String, tag: &'static str| {
+        let hub = hub.clone();
+        async move {
+            hub.publish_with("t", Event::default().data(data), Publish::new().tag(tag))
+                .await
+                .unwrap_or_else(|e| panic!("{e}")) // ok: test
+        }
+    };
+    let first = publish("a0".into(), "a").await;
+    publish("b0".into(), "b").await;
+    publish("a1".into(), "x\na").await;
+    // Resumed from before any subscriber was interested: the ring's index does not reach back
+    // there, so the replay reads the events one by one, then follows the index.
+    let resumed = hub
+        .subscribe_with(["t"], Subscribe::new().after(last(&first)).interest(["a"]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let mut resumed = Reader::of(resumed);
+    let live = hub
+        .subscribe_with(["t"], Subscribe::new().interest(["a", "c"]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}")); // ok: test
+    let mut live = Reader::of(live);
+    // More of its own than one frame holds, between everyone else's.
+    for n in 2..3000 {
+        let tag = if n % 3 == 0 { "b" } else { "a" };
+        publish(format!("{tag}{n}"), tag).await;
+        if n % 1000 == 0 {
+            publish(format!("c{n}"), "c").await;
+        }
+    }
+    publish("end".into(), "a\nc").await;
+    let wanted = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut expected: Vec<String> = vec!["a1".into()];
+    expected.extend((2..3000).filter(|n| n % 3 != 0).map(|n| format!("a{n}")));
+    expected.push("end".into());
+    assert_eq!(wanted(resumed.until("data: end").await), expected);
+    let mut expected_live: Vec<String> = Vec::new();
+    for n in 2..3000 {
+        if n % 3 != 0 {
+            expected_live.push(format!("a{n}"));
+        }
+        if n % 1000 == 0 {
+            expected_live.push(format!("c{n}"));
+        }
+    }
+    expected_live.push("end".into());
+    assert_eq!(wanted(live.until("data: end").await), expected_live);
+    assert!(!resumed.ended && !live.ended);
 }

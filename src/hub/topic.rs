@@ -11,8 +11,9 @@
 //! whose tag names one of its keys: a topic shared by many subscribers of distinct interests
 //! (a Mercure hub's one topic, each subscriber after its own resources) costs a publish only
 //! the subscribers it concerns. One that is not woken keeps its cursor behind; the ring keeps,
-//! for each key of interest, the last event trimmed that named it, so that such a subscriber
-//! moves past a trim of events it never wanted, and ends as lagged at the trim of one it did.
+//! for each key of interest, the retained events that name it (read straight from there, not
+//! one by one among everyone else's) and the last one trimmed, so that such a subscriber moves
+//! past a trim of events it never wanted, and ends as lagged at the trim of one it did.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -144,6 +145,23 @@ pub(super) fn names_any(tag: &[u8], keys: &[Bytes]) -> bool {
         .any(|line| keys.iter().any(|key| key == line))
 }
 
+/// A topic's ring, locked while a subscriber joins it.
+pub(super) enum LockedRing<'a> {
+    Shared(RwLockReadGuard<'a, Ring>),
+    Exclusive(RwLockWriteGuard<'a, Ring>),
+}
+
+impl std::ops::Deref for LockedRing<'_> {
+    type Target = Ring;
+
+    fn deref(&self) -> &Ring {
+        match self {
+            Self::Shared(ring) => ring,
+            Self::Exclusive(ring) => ring,
+        }
+    }
+}
+
 /// A key some subscribers of a ring are interested in.
 #[derive(Debug)]
 struct Interest {
@@ -151,6 +169,12 @@ struct Interest {
     /// The key of the last event trimmed that named it (or, for a key registered since,
     /// the ring's `trimmed` then: what was trimmed before is not known).
     lost: u64,
+    /// The ring's `last` when the key was registered: every retained event after it that
+    /// names the key is in `named`.
+    since: u64,
+    /// The keys of the retained events after `since` that name it, in order: what its
+    /// subscribers read, without passing over everyone else's events one by one.
+    named: VecDeque<u64>,
 }
 
 /// A topic's retained events, in key order.
@@ -220,28 +244,39 @@ impl Topic {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers the waker of the subscriber numbered `id` (with `ring`, this topic's ring,
-    /// locked): woken by every event, or, with an `interest`, by those that name one of its
-    /// keys.
-    pub(super) fn add_waiter(
+    /// Registers the waker of the subscriber numbered `id` under the ring's lock, unless the
+    /// topic was removed (`None`: look it up again): woken by every event, or, with an
+    /// `interest`, by those that name one of its keys. The ring, still locked: shared, or
+    /// exclusive for an interest (which the ring's index counts from here).
+    pub(super) fn join(
         &self,
-        ring: &mut Ring,
         id: u64,
         waiter: Arc<AtomicWaker>,
         interest: Option<&[Bytes]>,
-    ) {
-        let mut waiters = self.lock_waiters();
-        let Some(keys) = interest else {
-            waiters.all.insert(id, waiter);
-            return;
+    ) -> Option<LockedRing<'_>> {
+        // An empty interest wants nothing, but must be woken at a close all the same.
+        let Some(keys) = interest.filter(|keys| !keys.is_empty()) else {
+            let ring = self.read();
+            if ring.removed {
+                return None;
+            }
+            self.lock_waiters().all.insert(id, waiter);
+            return Some(LockedRing::Shared(ring));
         };
+        let mut ring = self.write();
+        if ring.removed {
+            return None;
+        }
+        let mut waiters = self.lock_waiters();
+        let (trimmed, last) = (ring.trimmed, ring.last);
         for key in keys {
-            let trimmed = ring.trimmed;
             ring.interest
                 .entry(key.clone())
                 .or_insert(Interest {
                     subscribers: 0,
                     lost: trimmed,
+                    since: last,
+                    named: VecDeque::new(),
                 })
                 .subscribers += 1;
             waiters
@@ -250,12 +285,14 @@ impl Topic {
                 .or_default()
                 .insert(id, waiter.clone());
         }
+        drop(waiters);
+        Some(LockedRing::Exclusive(ring))
     }
 
     /// Removes the subscriber numbered `id`, registered with `interest`; whether any
     /// subscriber is left.
     pub(super) fn remove_waiter(&self, id: u64, interest: Option<&[Bytes]>) -> bool {
-        let Some(keys) = interest else {
+        let Some(keys) = interest.filter(|keys| !keys.is_empty()) else {
             let mut waiters = self.lock_waiters();
             waiters.all.remove(&id);
             return !waiters.is_empty();
@@ -354,6 +391,16 @@ impl Ring {
             // ring grows as a `VecDeque` does: to four, then by doubling).
             self.entries.reserve_exact(1);
         }
+        if !self.interest.is_empty() {
+            for line in entry.tag().split(|&byte| byte == b'\n') {
+                if let Some(interest) = self.interest.get_mut(line) {
+                    // Once, however many of its lines name the key.
+                    if interest.named.back() != Some(&entry.key) {
+                        interest.named.push_back(entry.key);
+                    }
+                }
+            }
+        }
         self.entries.push_back(entry);
         while self.entries.len() > bounds.events
             || (self.bytes > bounds.bytes && self.entries.len() > 1)
@@ -367,6 +414,9 @@ impl Ring {
                 for line in removed.tag().split(|&byte| byte == b'\n') {
                     if let Some(interest) = self.interest.get_mut(line) {
                         interest.lost = removed.key;
+                        if interest.named.front() == Some(&removed.key) {
+                            interest.named.pop_front();
+                        }
                     }
                 }
             }
@@ -397,7 +447,39 @@ impl Ring {
         self.last = key;
         for interest in self.interest.values_mut() {
             interest.lost = key;
+            interest.named.clear();
         }
+    }
+
+    /// The key of the first retained event after `cursor`, up to `until`, that names one of
+    /// `keys` (registered with this ring), from their index: `Some(None)` when there is none,
+    /// `None` when the index does not reach back to `cursor` (the events must be read one by
+    /// one up to there).
+    pub(super) fn next_named(
+        &self,
+        keys: &[Bytes],
+        cursor: u64,
+        until: u64,
+    ) -> Option<Option<u64>> {
+        let mut next: Option<u64> = None;
+        for key in keys {
+            let interest = self
+                .interest
+                .get(key)
+                .filter(|interest| interest.since <= cursor)?;
+            let at = interest.named.partition_point(|&named| named <= cursor);
+            if let Some(&named) = interest.named.get(at).filter(|&&named| named <= until) {
+                next = Some(next.map_or(named, |next| next.min(named)));
+            }
+        }
+        Some(next)
+    }
+
+    /// The retained entry with `key`.
+    pub(super) fn get(&self, key: u64) -> Option<&Entry> {
+        self.entries
+            .get(self.after(key.saturating_sub(1)))
+            .filter(|entry| entry.key == key)
     }
 
     /// Whether nothing is retained.
@@ -511,5 +593,43 @@ mod tests {
                 bytes: 500
             }
         );
+    }
+
+    #[test]
+    fn the_index_of_a_key_follows_the_ring_and_its_trims() {
+        let topic = Topic::new(0);
+        let bounds = RingBounds {
+            events: 4,
+            bytes: usize::MAX,
+        };
+        let keys = [Bytes::from_static(b"a")];
+        topic.write().push(
+            entry(1, 10).marked(Bytes::from_static(b"a"), false, None),
+            bounds,
+        );
+        drop(topic.join(7, Arc::default(), Some(&keys)));
+        let mut ring = topic.write();
+        assert_eq!(
+            ring.next_named(&keys, 0, 100),
+            None,
+            "not indexed before it"
+        );
+        assert_eq!(ring.next_named(&keys, 1, 100), Some(None));
+        for key in 2..=100 {
+            let tag = if key % 2 == 0 { &b"a\na"[..] } else { b"b" };
+            ring.push(entry(key, 10).marked(Bytes::from(tag), false, None), bounds);
+        }
+        // Only what the ring retains, once each: memory stays bounded.
+        let named: Vec<u64> = ring.interest[&keys[0]].named.iter().copied().collect();
+        assert_eq!(named, [98, 100]);
+        assert_eq!(ring.next_named(&keys, 97, 100), Some(Some(98)));
+        assert_eq!(ring.next_named(&keys, 98, 99), Some(None));
+        assert!(ring.get(98).is_some_and(|entry| entry.key == 98));
+        // 96 was the last of its events trimmed: lost to a cursor before it only.
+        assert!(ring.lost_any(&keys, 95));
+        assert!(!ring.lost_any(&keys, 96));
+        drop(ring);
+        assert!(!topic.remove_waiter(7, Some(&keys)));
+        assert!(topic.read().interest.is_empty());
     }
 }

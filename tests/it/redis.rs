@@ -621,8 +621,9 @@ async fn a_reader_behind_a_trim_ends_its_subscribers_as_lagged_and_their_resume_
         // A filtered subscriber (woken only for what its filter takes) ends the same way.
         let filtered = hub.subscribe_with(["t"], Subscribe::new().filter(|_| true));
         let mut filtered = Reader::of(filtered.await.unwrap_or_else(|e| panic!("{e}"))); // ok: test
-                                                                                         // A subscriber with an interest (woken only for the events that name its keys) too:
-                                                                                         // what was gone at the source may have named them.
+
+        // A subscriber with an interest (woken only for the events that name its keys) too:
+        // what was gone at the source may have named them.
         let interested = hub.subscribe_with(["t"], Subscribe::new().interest(["x"]));
         let mut interested = Reader::of(interested.await.unwrap_or_else(|e| panic!("{e}"))); // ok: test
         let before = publish(&hub, "t", "before").await;

@@ -248,15 +248,10 @@ impl LiveTopics {
                     })
                     .clone(),
             };
-            let mut ring = live.topic.write();
-            if ring.removed {
+            // Registered under the ring's lock: the topic is not removed meanwhile.
+            if live.topic.join(id, waiter.clone(), interest).is_none() {
                 continue;
             }
-            // Registered under the ring's lock: the topic is not removed meanwhile, and an
-            // interest counts from here.
-            live.topic
-                .add_waiter(&mut ring, id, waiter.clone(), interest);
-            drop(ring);
             return Ok(live);
         }
     }
