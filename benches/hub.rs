@@ -24,7 +24,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -274,9 +274,7 @@ async fn run(server: &str, shape: Shape) -> Run {
             tokio::spawn(async move { subscriber(addr, &path, ready).await })
         })
         .collect();
-    while ready.load(Ordering::Relaxed) < subscribers as u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_ready(&ready, subscribers as u64).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();

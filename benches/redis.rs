@@ -140,9 +140,7 @@ async fn subscribe(
     let clients: Vec<_> = (0..count)
         .map(|_| tokio::spawn(subscriber(addr, "/events", ready.clone())))
         .collect();
-    while ready.load(Ordering::Relaxed) < count as u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_ready(&ready, count as u64).await;
     clients
 }
 

@@ -169,6 +169,20 @@ pub fn cpu_ticks(pid: u32) -> f64 {
     utime + stime
 }
 
+/// Waits until `ready` counts `count` subscribers, at most two minutes (a bench never hangs).
+#[allow(dead_code)] // not every bench has subscribers
+pub async fn wait_ready(ready: &std::sync::atomic::AtomicU64, count: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while ready.load(std::sync::atomic::Ordering::Relaxed) < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {count} subscribers were answered",
+            ready.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Starts this bench's binary again as a server child process (with `args`), and reads the
 /// address it prints first.
 pub fn spawn_server(args: &[&str]) -> (std::process::Child, std::net::SocketAddr) {

@@ -24,6 +24,10 @@ pub fn payload(n: u64, timed: bool) -> String {
     }
 }
 
+/// How long a subscriber waits for its response's head, and how many times it tries.
+const HEAD_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+const ATTEMPTS: usize = 10;
+
 /// What one subscriber saw.
 #[derive(Default)]
 pub struct Seen {
@@ -48,23 +52,36 @@ pub async fn subscriber_with(
     let mut seen = Seen::default();
     let mut last_id: Option<String> = None;
     let mut first = true;
+    let mut attempts = 0;
     loop {
-        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .expect("handshake");
-        tokio::spawn(connection);
-        let mut request = Request::get(path).header("accept", "text/event-stream");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(id) = &last_id {
-            request = request.header("last-event-id", id.as_str());
-        }
-        let response = sender
-            .send_request(request.body(Empty::<Bytes>::new()).expect("request"))
-            .await
-            .expect("response");
+        // Bounded: at 10 000 connects at once a few can be dropped by a full accept queue and
+        // never answered; such a subscriber tries again, a bounded number of times.
+        let answered = tokio::time::timeout(HEAD_WITHIN, async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .ok()?;
+            tokio::spawn(connection);
+            let mut request = Request::get(path).header("accept", "text/event-stream");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            if let Some(id) = &last_id {
+                request = request.header("last-event-id", id.as_str());
+            }
+            let request = request.body(Empty::<Bytes>::new()).ok()?;
+            sender.send_request(request).await.ok()
+        })
+        .await;
+        let Ok(Some(response)) = answered else {
+            attempts += 1;
+            assert!(
+                attempts < ATTEMPTS,
+                "{path}: no answer after {ATTEMPTS} attempts"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
         let mut body = response.into_body();
         let mut carry = Vec::new();
         if std::mem::take(&mut first) {

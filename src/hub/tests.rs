@@ -61,6 +61,21 @@ impl Reader {
     }
 }
 
+/// A layer without retry hints, and the reasons of the closes it reports, in order.
+fn recording_closes() -> (SseLayer, Arc<Mutex<Vec<CloseReason>>>) {
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let layer = SseLayer::new().no_retry().on_close({
+        let closes = closes.clone();
+        move |info| {
+            closes
+                .lock()
+                .map(|mut c| c.push(info.reason))
+                .unwrap_or_default()
+        }
+    });
+    (layer, closes)
+}
+
 /// `subscription` served through `layer`, as a handler behind it returns it.
 async fn through(layer: SseLayer, subscription: Subscription) -> Reader {
     let mut slot = Some(subscription);
@@ -225,16 +240,7 @@ async fn several_topics_merge_in_publish_order_and_resume_with_one_id() {
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_is_ended_after_whole_events_and_catches_up() {
     let hub = Hub::builder().queue(3, 1 << 20).build();
-    let closes = Arc::new(Mutex::new(Vec::new()));
-    let layer = SseLayer::new().no_retry().on_close({
-        let closes = closes.clone();
-        move |info| {
-            closes
-                .lock()
-                .map(|mut c| c.push(info.reason))
-                .unwrap_or_default()
-        }
-    });
+    let (layer, closes) = recording_closes();
     let subscription = hub
         .subscribe(["t"], None)
         .await
@@ -813,16 +819,7 @@ async fn an_interested_subscriber_is_woken_only_by_the_events_that_name_its_keys
 #[tokio::test]
 async fn an_interested_subscriber_moves_past_trims_of_others_and_lags_at_its_own() {
     let hub = Hub::builder().history(4, usize::MAX).build();
-    let closes = Arc::new(Mutex::new(Vec::new()));
-    let layer = SseLayer::new().no_retry().on_close({
-        let closes = closes.clone();
-        move |info| {
-            closes
-                .lock()
-                .map(|mut c| c.push(info.reason))
-                .unwrap_or_default()
-        }
-    });
+    let (layer, closes) = recording_closes();
     let subscribe = |topics: &'static [&'static str], options: Subscribe| {
         let (hub, layer) = (hub.clone(), layer.clone());
         async move {

@@ -783,8 +783,13 @@ async fn every_node_lists_the_subscriptions_of_all() {
     assert_eq!(listed(c, 0).await, 0);
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn shutdown_waits_until_the_ends_of_subscriptions_are_announced() {
+/// A hub announcing subscriptions, served without a server, and the response of its one
+/// subscriber.
+async fn one_announced_subscriber() -> (
+    Hub,
+    MercureHub,
+    http::Response<tower_sse::mercure::MercureBody>,
+) {
     use tower::ServiceExt;
     let hub = Hub::memory();
     let mercure = MercureHub::builder(hub.clone(), hub_url())
@@ -801,6 +806,12 @@ async fn shutdown_waits_until_the_ends_of_subscriptions_are_announced() {
         .await
         .unwrap_or_else(|never| match never {});
     assert_eq!(response.status(), StatusCode::OK);
+    (hub, mercure, response)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_waits_until_the_ends_of_subscriptions_are_announced() {
+    let (hub, mercure, response) = one_announced_subscriber().await;
     // The start was announced before the response.
     let started = hub.last_id("mercure").await.ok().flatten();
     assert!(started.is_some());
@@ -816,22 +827,7 @@ async fn shutdown_waits_until_the_ends_of_subscriptions_are_announced() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn shutdown_reports_an_end_that_could_not_be_announced() {
-    use tower::ServiceExt;
-    let hub = Hub::memory();
-    let mercure = MercureHub::builder(hub.clone(), hub_url())
-        .anonymous(true)
-        .subscriptions(true)
-        .build();
-    let request = Request::get("/.well-known/mercure?match=https%3A%2F%2Fexample.com%2Fa")
-        .header("accept", "text/event-stream")
-        .body(Full::new(Bytes::new()))
-        .unwrap_or_else(|e| panic!("{e}")); // ok: test
-    let response = mercure
-        .clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|never| match never {});
-    assert_eq!(response.status(), StatusCode::OK);
+    let (hub, mercure, response) = one_announced_subscriber().await;
     // The hub refuses the end's announcement: the other nodes would list it still.
     hub.close();
     drop(response);
