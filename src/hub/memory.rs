@@ -17,7 +17,7 @@ use atomic_waker::AtomicWaker;
 use bytes::{Bytes, BytesMut};
 
 use super::id::{self, Position};
-use super::subscriber::{accepts, Feed, Joined, Subscriber};
+use super::subscriber::{accepts, Feed, Filter, Joined, Subscriber};
 use super::topic::{Entry, Topic};
 use super::{GapReason, HubConfig, HubError, Publish, Resume, Start, Subscribe};
 use crate::engine::BoxSource;
@@ -197,16 +197,17 @@ impl Memory {
         if self.closed.load(Ordering::Acquire) {
             return Err(HubError::Closed);
         }
+        let selection = options.selection();
         let position = match &options.start {
             Start::After(id) => Some(match id::parse(self.epoch, id.as_str()) {
                 Position::After(seq) => Position::After(seq),
                 // Not one of the hub's ids: perhaps one a publisher kept.
                 other => self
-                    .find_kept(&names, id.as_str(), options)
+                    .find_kept(&names, id.as_str(), &selection.filter)
                     .map_or(other, Position::After),
             }),
             Start::AfterKept(id) => Some(
-                self.find_kept(&names, id.as_str(), options)
+                self.find_kept(&names, id.as_str(), &selection.filter)
                     .map_or(Position::OtherEpoch, Position::After),
             ),
             Start::Live | Start::Earliest => None,
@@ -225,7 +226,6 @@ impl Memory {
         let checked = position.is_some();
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
         let waiter = Arc::new(AtomicWaker::new());
-        let selection = options.selection();
         let mut topics = Vec::with_capacity(names.len());
         let mut replayed = 0;
         for name in names {
@@ -273,14 +273,14 @@ impl Memory {
     /// The sequence number of the oldest event of `names` retained with the publisher's `id`,
     /// if the subscription's filter lets it through (a subscriber learns nothing of an event it
     /// may not read: not even that its id is retained).
-    fn find_kept(&self, names: &[Arc<str>], id: &str, options: &Subscribe) -> Option<u64> {
+    fn find_kept(&self, names: &[Arc<str>], id: &str, filter: &Option<Filter>) -> Option<u64> {
         let (key, readable) = names
             .iter()
             .filter_map(|name| read(self.shard(name)).get(name).cloned())
             .filter_map(|topic| {
                 let ring = topic.read();
                 let entry = ring.find_kept(id)?;
-                Some((entry.key, accepts(&options.selection().filter, entry)))
+                Some((entry.key, accepts(filter, entry)))
             })
             .min_by_key(|(key, _)| *key)?;
         readable.then_some(key)

@@ -50,7 +50,7 @@ use self::item::{Item, Parsed};
 use self::live::Node;
 use self::positions::Positions;
 use self::reader::{Shard, LOG_KEEP, PAGE};
-use super::subscriber::{accepts, Feed, Joined, Stamp, Subscriber};
+use super::subscriber::{accepts, Feed, Filter, Joined, Stamp, Subscriber};
 use super::topic::Entry;
 use super::{GapReason, HubConfig, HubError, Publish, Resume, Start, Subscribe};
 use crate::engine::BoxSource;
@@ -314,8 +314,14 @@ impl RedisBackend {
             Start::Live => None,
             // Everything retained: positions nobody gave, so a trim is no gap.
             Start::Earliest => Some(Requested::Earliest),
-            Start::After(id) => Some(self.positions_of(&topics, id.as_str(), options).await?),
-            Start::AfterKept(id) => Some(self.kept_position(&topics, id.as_str(), options).await?),
+            Start::After(id) => Some(
+                self.positions_of(&topics, id.as_str(), &selection.filter)
+                    .await?,
+            ),
+            Start::AfterKept(id) => Some(
+                self.kept_position(&topics, id.as_str(), &selection.filter)
+                    .await?,
+            ),
         };
         let requested_any = requested.is_some();
         let (positions, gap, replay) = match requested {
@@ -373,12 +379,12 @@ impl RedisBackend {
         &self,
         topics: &[Arc<str>],
         id: &str,
-        options: &Subscribe,
+        filter: &Option<Filter>,
     ) -> Result<Requested, HubError> {
         if let Some(positions) = parse_positions(id, topics.len()) {
             return Ok(Requested::At(positions));
         }
-        Ok(match self.kept_position(topics, id, options).await? {
+        Ok(match self.kept_position(topics, id, filter).await? {
             Requested::Gap(_) => Requested::Gap(GapReason::Malformed),
             found => found,
         })
@@ -392,7 +398,7 @@ impl RedisBackend {
         &self,
         topics: &[Arc<str>],
         id: &str,
-        options: &Subscribe,
+        filter: &Option<Filter>,
     ) -> Result<Requested, HubError> {
         let [topic] = topics else {
             return Ok(Requested::Gap(GapReason::Unknown));
@@ -402,13 +408,10 @@ impl RedisBackend {
             .commands
             .find_kept(&self.key(topic), id, within)
             .await?;
-        let filter = options.selection().filter;
-        let readable = |tag: &[u8]| match &filter {
-            Some(filter) => filter(tag),
-            None => true,
-        };
         Ok(match found {
-            Some((entry, tag)) if readable(&tag) => Requested::At(vec![entry]),
+            Some((entry, tag)) if filter.as_ref().map_or(true, |filter| filter(&tag)) => {
+                Requested::At(vec![entry])
+            }
             _ => Requested::Gap(GapReason::Unknown),
         })
     }
